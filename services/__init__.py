@@ -1,0 +1,1 @@
+"""One package per service: a pure domain module, thin handlers, and a composition root."""

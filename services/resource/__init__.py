@@ -1,0 +1,1 @@
+"""resource: snapshots a paper's folder into the artifact store, content-addressed."""

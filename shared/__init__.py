@@ -1,0 +1,1 @@
+"""The kernel every service imports: contracts, subjects, bus, event store, brain, sandbox, CLI."""

@@ -1,0 +1,527 @@
+"""The public contract between services: every event and work item that crosses the bus.
+
+Each event is a flat pydantic model: the envelope fields (event id, campaign, causation id,
+producer, time, schema version) followed by its own payload. Services build events with the
+payload alone; the runtime stamps the envelope before anything is stored or published.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+Direction = Literal["minimize", "maximize"]
+Purpose = Literal["baseline", "idea", "verification"]
+Arm = Literal["candidate", "baseline"]
+
+
+class Event(BaseModel):
+    """Envelope shared by every domain event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: str
+    event_id: UUID | None = None
+    campaign: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+    causation_id: UUID | None = None
+    producer: str = ""
+    time: datetime | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    # The service whose subject tree this event type belongs to.
+    owner: ClassVar[str] = ""
+
+
+# ---------------------------------------------------------------- value objects
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_experiments: int = Field(default=16, ge=0, description="idea experiments, baseline and verification runs excluded")
+    wall_clock_seconds: float = Field(default=600.0, gt=0)
+    parallelism: int = Field(default=2, ge=1, description="experiments in flight at once")
+    verification_seeds: int = Field(default=5, ge=2)
+
+
+class ParameterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+    baseline: Any
+
+    def admits(self, value: Any) -> bool:
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.type == "int" and not float(value).is_integer():
+            return False
+        return self.low is not None and self.high is not None and self.low <= value <= self.high
+
+
+class Objective(BaseModel):
+    """The rubric a campaign is judged by, frozen before optimisation starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str
+    method: str
+    primary_metric: str
+    direction: Direction
+    reported_value: float
+    reported_source: str
+    secondary_metrics: dict[str, float] = Field(default_factory=dict, description="metric -> tolerated relative worsening")
+    protected_paths: list[str]
+    constraints: list[str] = Field(default_factory=list)
+    train_command: str
+    evaluate_command: str
+    smoke_command: str | None = None
+    requirements: list[str] = Field(default_factory=list)
+    timeout_seconds: float = 120.0
+    baseline_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    search_space: dict[str, ParameterSpec] = Field(default_factory=dict)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [self.primary_metric, *self.secondary_metrics]
+
+    @property
+    def baseline_params(self) -> dict[str, Any]:
+        return {name: spec.baseline for name, spec in self.search_space.items()}
+
+    def better(self, a: float, b: float) -> bool:
+        """True when a is strictly better than b in the objective's direction."""
+        return a < b if self.direction == "minimize" else a > b
+
+    def gain(self, new: float, reference: float) -> float:
+        """Signed improvement of new over reference: positive means better."""
+        return reference - new if self.direction == "minimize" else new - reference
+
+
+class Idea(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idea_id: str
+    kind: Literal["PARAM", "CODE", "ALGO"] = "PARAM"
+    params: dict[str, Any] = Field(default_factory=dict)
+    patch: str | None = Field(default=None, description="unified diff against the snapshot")
+    rationale: str = ""
+    risk: Literal["low", "medium", "high"] = "low"
+
+
+class WorkItem(BaseModel):
+    """One experiment for a runner: everything it needs travels in here or in the object store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    campaign: str
+    experiment_id: str
+    purpose: Purpose
+    dispatcher: str
+    snapshot_sha256: str
+    params: dict[str, Any]
+    seed: int
+    patch: str | None = None
+    train_command: str
+    evaluate_command: str
+    environment_bin: str
+    protected_paths: list[str]
+    timeout_seconds: float
+    pool: str = "cpu"
+
+
+# ---------------------------------------------------------------- scheduler
+
+
+class CampaignStarted(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["CampaignStarted"] = "CampaignStarted"
+    paper_path: str
+    budget: Budget
+    pool: str = "cpu"
+
+
+class ExperimentDispatched(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["ExperimentDispatched"] = "ExperimentDispatched"
+    experiment_id: str
+    purpose: Purpose
+    idea_id: str | None = None
+    params: dict[str, Any]
+    seed: int
+    patch: str | None = None
+    pool: str = "cpu"
+
+
+class BaselineReproduced(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["BaselineReproduced"] = "BaselineReproduced"
+    metric: str
+    values: list[float]
+    mean: float
+    std: float
+    reported_value: float
+    gap_to_reported: float = Field(description="measured mean minus reported value")
+
+
+class IdeasRequested(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["IdeasRequested"] = "IdeasRequested"
+    count: int
+    round: int
+
+
+class BestUpdated(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["BestUpdated"] = "BestUpdated"
+    idea_id: str
+    experiment_id: str
+    value: float
+    previous_value: float
+    params: dict[str, Any]
+
+
+class CandidateNominated(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["CandidateNominated"] = "CandidateNominated"
+    idea_id: str
+    params: dict[str, Any]
+    patch: str | None = None
+    screening_value: float
+    attempt: int = 1
+
+
+class CampaignCompleted(Event):
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["CampaignCompleted"] = "CampaignCompleted"
+    outcome: Literal["certified", "not_improved", "failed"]
+    reason: str
+    idea_experiments: int
+
+
+# ---------------------------------------------------------------- resource
+
+
+class ResourcesPrepared(Event):
+    owner: ClassVar[str] = "resource"
+    event_type: Literal["ResourcesPrepared"] = "ResourcesPrepared"
+    snapshot_sha256: str
+    files: dict[str, str] = Field(description="relative path -> sha256 of its content")
+    size_bytes: int
+
+
+class ResourcesFailed(Event):
+    owner: ClassVar[str] = "resource"
+    event_type: Literal["ResourcesFailed"] = "ResourcesFailed"
+    reason: str
+
+
+# ---------------------------------------------------------------- objective
+
+
+class ObjectiveSet(Event):
+    owner: ClassVar[str] = "objective"
+    event_type: Literal["ObjectiveSet"] = "ObjectiveSet"
+    objective: Objective
+    snapshot_sha256: str
+
+
+class ObjectiveFailed(Event):
+    owner: ClassVar[str] = "objective"
+    event_type: Literal["ObjectiveFailed"] = "ObjectiveFailed"
+    reason: str
+
+
+# ---------------------------------------------------------------- init
+
+
+class EnvironmentSpecified(Event):
+    owner: ClassVar[str] = "init"
+    event_type: Literal["EnvironmentSpecified"] = "EnvironmentSpecified"
+    kind: Literal["interpreter", "venv"]
+    spec_sha256: str
+    requirements: list[str]
+    unsatisfied: list[str] = Field(default_factory=list)
+
+
+class EnvironmentReady(Event):
+    owner: ClassVar[str] = "init"
+    event_type: Literal["EnvironmentReady"] = "EnvironmentReady"
+    environment_bin: str
+    smoke_seconds: float
+    repairs_applied: list[str] = Field(default_factory=list)
+
+
+class EnvironmentFailed(Event):
+    owner: ClassVar[str] = "init"
+    event_type: Literal["EnvironmentFailed"] = "EnvironmentFailed"
+    stage: Literal["build", "smoke", "repair"]
+    signature: str
+    error_tail: str
+    attempt: int
+    final: bool = False
+
+
+class BaselineRequested(Event):
+    owner: ClassVar[str] = "init"
+    event_type: Literal["BaselineRequested"] = "BaselineRequested"
+    environment_bin: str
+    params: dict[str, Any]
+    seeds: list[int]
+
+
+# ---------------------------------------------------------------- fix
+
+
+class RepairProposed(Event):
+    owner: ClassVar[str] = "fix"
+    event_type: Literal["RepairProposed"] = "RepairProposed"
+    signature: str
+    action: Literal["install_package"]
+    argument: str
+    from_memory: bool = False
+
+
+class RepairExhausted(Event):
+    owner: ClassVar[str] = "fix"
+    event_type: Literal["RepairExhausted"] = "RepairExhausted"
+    signature: str
+    reason: str
+
+
+# ---------------------------------------------------------------- monitor
+
+
+class StallDetected(Event):
+    owner: ClassVar[str] = "monitor"
+    event_type: Literal["StallDetected"] = "StallDetected"
+    experiment_id: str
+    silent_seconds: float
+    state: Literal["queued", "running"]
+
+
+class BudgetExhausted(Event):
+    owner: ClassVar[str] = "monitor"
+    event_type: Literal["BudgetExhausted"] = "BudgetExhausted"
+    budget: Literal["wall_clock"]
+    used: float
+    limit: float
+
+
+# ---------------------------------------------------------------- ideator
+
+
+class IdeasProposed(Event):
+    owner: ClassVar[str] = "ideator"
+    event_type: Literal["IdeasProposed"] = "IdeasProposed"
+    ideas: list[Idea]
+    brain: str
+    round: int
+
+
+# ---------------------------------------------------------------- supervisor
+
+
+class ProtectionEstablished(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["ProtectionEstablished"] = "ProtectionEstablished"
+    protected_files: dict[str, str] = Field(description="relative path -> sha256 at baseline")
+
+
+class IdeaCleared(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["IdeaCleared"] = "IdeaCleared"
+    idea: Idea
+
+
+class IdeaRejected(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["IdeaRejected"] = "IdeaRejected"
+    idea: Idea
+    rule: str
+    evidence: dict[str, Any]
+
+
+class ResultValidated(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["ResultValidated"] = "ResultValidated"
+    experiment_id: str
+    purpose: Purpose
+    idea_id: str | None = None
+    metrics: dict[str, float]
+
+
+class ResultRejected(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["ResultRejected"] = "ResultRejected"
+    experiment_id: str
+    purpose: Purpose
+    idea_id: str | None = None
+    rule: str
+    evidence: dict[str, Any]
+
+
+class VerificationDispatched(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["VerificationDispatched"] = "VerificationDispatched"
+    experiment_id: str
+    idea_id: str
+    arm: Arm
+    seed: int
+
+
+class SotaCertified(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["SotaCertified"] = "SotaCertified"
+    idea_id: str
+    params: dict[str, Any]
+    patch: str | None = None
+    metric: str
+    candidate_values: list[float]
+    baseline_values: list[float]
+    candidate_mean: float
+    baseline_mean: float
+    gain_vs_reproduced: float = Field(description="positive is better, against the fresh baseline re-run")
+    gain_vs_reported: float = Field(description="positive is better, against the paper's number")
+    reported_value: float
+    test: str
+    statistic: float
+    p_value: float
+    alpha: float
+    secondary_means: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class SotaRefuted(Event):
+    owner: ClassVar[str] = "supervisor"
+    event_type: Literal["SotaRefuted"] = "SotaRefuted"
+    idea_id: str
+    metric: str
+    candidate_values: list[float]
+    baseline_values: list[float]
+    rule: str
+    reason: str
+    test: str
+    statistic: float
+    p_value: float
+    alpha: float
+
+
+# ---------------------------------------------------------------- runner
+
+
+class JobStarted(Event):
+    owner: ClassVar[str] = "runner"
+    event_type: Literal["JobStarted"] = "JobStarted"
+    experiment_id: str
+    runner: str
+    delivery: int
+
+
+class JobCompleted(Event):
+    owner: ClassVar[str] = "runner"
+    event_type: Literal["JobCompleted"] = "JobCompleted"
+    experiment_id: str
+    purpose: Purpose
+    runner: str
+    metrics: dict[str, float]
+    evaluate_command: str
+    protected_hashes: dict[str, str | None]
+    duration_seconds: float
+    output_tail: str
+
+    @field_validator("metrics")
+    @classmethod
+    def _finite(cls, metrics: dict[str, float]) -> dict[str, float]:
+        # NaN cannot travel through JSON; the runner reports it as a failure instead.
+        return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+class JobFailed(Event):
+    owner: ClassVar[str] = "runner"
+    event_type: Literal["JobFailed"] = "JobFailed"
+    experiment_id: str
+    purpose: Purpose
+    runner: str
+    stage: Literal["prepare", "train", "evaluate", "metrics"]
+    reason: str
+    signature: str
+    exit_code: int | None = None
+    output_tail: str = ""
+    duration_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- every service
+
+
+class MessageRejected(Event):
+    """A message this service could not parse or handle: a dead letter with its reason."""
+
+    owner: ClassVar[str] = "*"
+    event_type: Literal["MessageRejected"] = "MessageRejected"
+    subject: str
+    reason: str
+    excerpt: str
+    stream_sequence: int | None = None
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["event_type"].default: cls
+    for cls in (
+        CampaignStarted, ExperimentDispatched, BaselineReproduced, IdeasRequested, BestUpdated,
+        CandidateNominated, CampaignCompleted, ResourcesPrepared, ResourcesFailed, ObjectiveSet,
+        ObjectiveFailed, EnvironmentSpecified, EnvironmentReady, EnvironmentFailed,
+        BaselineRequested, RepairProposed, RepairExhausted, StallDetected, BudgetExhausted,
+        IdeasProposed, ProtectionEstablished, IdeaCleared, IdeaRejected, ResultValidated,
+        ResultRejected, VerificationDispatched, SotaCertified, SotaRefuted, JobStarted,
+        JobCompleted, JobFailed, MessageRejected,
+    )
+}
+
+OWNED_EVENTS: dict[str, list[type[Event]]] = {}
+for _cls in EVENT_TYPES.values():
+    OWNED_EVENTS.setdefault(_cls.owner, []).append(_cls)
+
+
+class ContractError(ValueError):
+    """A message that does not follow the contract."""
+
+
+def parse_event(body: Any) -> Event:
+    """Validate a decoded message body as one of the contract's events."""
+    if not isinstance(body, dict):
+        raise ContractError(f"an event must be a JSON object, got {type(body).__name__}")
+    event_type = body.get("event_type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise ContractError(f"unknown event_type {event_type!r}")
+    try:
+        event = cls.model_validate(body)
+    except ValidationError as error:
+        raise ContractError(f"invalid {event_type}: {error.errors(include_url=False)}") from None
+    if event.event_id is None or event.time is None or not event.producer:
+        raise ContractError(f"{event_type} lacks its envelope (event_id, time, producer)")
+    return event
+
+
+class Telemetry(BaseModel):
+    """Live, lossy telemetry from a runner: log lines and heartbeats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["log", "heartbeat"]
+    campaign: str
+    experiment_id: str
+    runner: str
+    time: datetime
+    line: str = ""
