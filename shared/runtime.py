@@ -311,9 +311,11 @@ class ServiceRuntime(Generic[State]):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._outbox_ready.wait(), timeout=1.0)
 
-    async def relay_once(self, batch: int = 200) -> int:
+    async def relay_once(self, batch: int = 200, start_after: int | None = None) -> int:
+        """Publish the next emitted messages. Re-publishing from an earlier position is safe:
+        the server drops what it has seen within the duplicate window by its Nats-Msg-Id."""
         assert self.js is not None
-        position = self.store.recorder.max_tracking_id(OUTBOX_TRACKING) or 0
+        position = start_after if start_after is not None else self.store.recorder.max_tracking_id(OUTBOX_TRACKING) or 0
         notifications = self.store.recorder.select_notifications(
             start=position, limit=batch, topics=[EMITTED_TOPIC], inclusive_of_start=False
         )
@@ -324,7 +326,7 @@ class ServiceRuntime(Generic[State]):
                 json.dumps(emitted.message).encode(),  # type: ignore[attr-defined]
                 headers={"Nats-Msg-Id": f"{self.instance}:{notification.id}"},
             )
-        if notifications:
+        if notifications and notifications[-1].id > (self.store.recorder.max_tracking_id(OUTBOX_TRACKING) or 0):
             self.store.recorder.insert_tracking(Tracking(OUTBOX_TRACKING, notifications[-1].id))
         return len(notifications)
 

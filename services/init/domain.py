@@ -1,0 +1,105 @@
+"""What init decides: which environment a paper needs, and what follows a smoke run or a repair."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from shared.contracts import (
+    BaselineRequested,
+    EnvironmentFailed,
+    EnvironmentReady,
+    EnvironmentSpecified,
+    Event,
+    Objective,
+    ObjectiveSet,
+    RepairExhausted,
+    RepairProposed,
+)
+
+RELEVANT = frozenset({"ObjectiveSet", "EnvironmentSpecified", "EnvironmentReady", "EnvironmentFailed", "RepairProposed", "RepairExhausted"})
+MAX_ATTEMPTS = 4
+
+
+@dataclass
+class InitState:
+    objective: Objective | None = None
+    snapshot_sha256: str | None = None
+    kind: str | None = None
+    spec_sha256: str | None = None
+    ready: bool = False
+    failed_final: bool = False
+    attempts: int = 0
+    repairs: list[str] = field(default_factory=list)
+    handled_repairs: set[str] = field(default_factory=set)
+
+
+class InitDomain:
+    relevant = RELEVANT
+
+    def initial_state(self, campaign: str) -> InitState:
+        return InitState()
+
+    def evolve(self, state: InitState, event: Event) -> InitState:
+        if isinstance(event, ObjectiveSet):
+            state.objective, state.snapshot_sha256 = event.objective, event.snapshot_sha256
+        elif isinstance(event, EnvironmentSpecified):
+            state.kind, state.spec_sha256 = event.kind, event.spec_sha256
+        elif isinstance(event, EnvironmentReady):
+            state.ready = True
+            state.repairs = list(event.repairs_applied)
+        elif isinstance(event, EnvironmentFailed):
+            state.attempts = max(state.attempts, event.attempt)
+            state.failed_final = state.failed_final or event.final
+        elif isinstance(event, RepairProposed):
+            state.handled_repairs.add(str(event.event_id))
+        return state
+
+
+def spec_digest(requirements: list[str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(requirements)).encode()).hexdigest()
+
+
+def unsatisfied(requirements: list[str], installed: dict[str, str | None]) -> list[str]:
+    """Requirements the given interpreter's installed distributions do not meet."""
+    missing: list[str] = []
+    for line in requirements:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            missing.append(line)
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        version = installed.get(requirement.name.lower().replace("_", "-"))
+        if version is None or (requirement.specifier and not requirement.specifier.contains(version, prereleases=True)):
+            missing.append(line)
+    return missing
+
+
+def specify(campaign: str, objective: Objective, missing: list[str]) -> EnvironmentSpecified:
+    return EnvironmentSpecified(
+        campaign=campaign,
+        kind="venv" if missing else "interpreter",
+        spec_sha256=spec_digest(objective.requirements),
+        requirements=list(objective.requirements),
+        unsatisfied=missing,
+    )
+
+
+def after_smoke(campaign: str, objective: Objective, environment_bin: str, ok: bool, seconds: float, tail: str, signature: str, attempt: int, repairs: list[str], stage: str = "smoke") -> list[Event]:
+    if ok:
+        return [
+            EnvironmentReady(campaign=campaign, environment_bin=environment_bin, smoke_seconds=round(seconds, 3), repairs_applied=repairs),
+            BaselineRequested(campaign=campaign, environment_bin=environment_bin, params=objective.baseline_params, seeds=list(objective.baseline_seeds)),
+        ]
+    return [EnvironmentFailed(campaign=campaign, stage=stage, signature=signature, error_tail=tail[-3000:], attempt=attempt, final=attempt >= MAX_ATTEMPTS)]  # type: ignore[arg-type]
+
+
+def after_exhausted(campaign: str, state: InitState, event: RepairExhausted) -> list[Event]:
+    if state.ready or state.failed_final:
+        return []
+    return [EnvironmentFailed(campaign=campaign, stage="repair", signature=event.signature, error_tail=event.reason, attempt=state.attempts + 1, final=True)]

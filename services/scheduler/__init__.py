@@ -1,0 +1,1 @@
+"""scheduler: owns the campaign and its optimisation loop."""

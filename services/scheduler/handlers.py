@@ -1,0 +1,57 @@
+"""Thin bus handlers of the scheduler: the campaign-start control request and the event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from faststream.nats import NatsBroker
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.scheduler.domain import CampaignState, decide, start
+from shared.contracts import Budget, Event, WorkItem
+from shared.runtime import Context, Outgoing, Output, ServiceRuntime
+
+
+class StartCampaign(BaseModel):
+    """Control request: start a campaign on a paper folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+    paper_path: str
+    budget: Budget = Field(default_factory=Budget)
+    pool: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+
+
+def as_outputs(runtime: ServiceRuntime[CampaignState], decisions: list[Event | WorkItem]) -> list[Output]:
+    return [
+        Outgoing(runtime.subjects.work(d.pool), d.model_dump(mode="json")) if isinstance(d, WorkItem) else d
+        for d in decisions
+    ]
+
+
+def register(broker: NatsBroker, runtime: ServiceRuntime[CampaignState]) -> None:
+    async def react(state: CampaignState, event: Event, ctx: Context) -> list[Output]:
+        return as_outputs(runtime, decide(state, event))
+
+    runtime.subscribe_events(broker, react, "Consumes the whole event stream; drives baseline, ideas, nomination and completion.")
+
+    @broker.subscriber(
+        runtime.subjects.control("campaign.start"),
+        title="scheduler:campaign.start",
+        description="Request/reply: start a campaign. Idempotent for the same campaign id.",
+    )
+    async def on_start(body: bytes) -> dict[str, Any]:
+        try:
+            request = StartCampaign.model_validate(json.loads(body))
+        except (ValueError, ValidationError) as error:
+            return {"accepted": False, "error": f"invalid start request: {error}"}
+
+        async def begin(state: CampaignState, ctx: Context) -> list[Output]:
+            if state.started is not None:
+                return []
+            return [start(request.campaign, request.paper_path, request.budget, request.pool)]
+
+        outputs = await runtime.command(request.campaign, begin)
+        return {"campaign": request.campaign, "accepted": True, "existing": not outputs}

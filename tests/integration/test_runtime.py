@@ -1,0 +1,143 @@
+"""The kernel against a real NATS server: inbox, dead letters, outbox de-duplication, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from services.resource.app import create_app
+from services.resource.domain import ResourceDomain
+from shared.contracts import Budget, CampaignStarted, ResourcesPrepared, parse_event
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+
+pytestmark = pytest.mark.nats
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-forecaster"
+
+
+def started(campaign: str, paper: Path = EXAMPLE) -> CampaignStarted:
+    return CampaignStarted(campaign=campaign, paper_path=str(paper), budget=Budget(), event_id=uuid.uuid4(), producer="test", time=datetime.now(UTC))
+
+
+async def read_events(settings: Settings, expected: int, timeout: float = 10.0) -> list[dict]:
+    """Every event in the namespace's events stream, waiting until at least `expected` are there."""
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        while True:
+            info = await js.stream_info(settings.subjects.events_stream)
+            if info.state.messages >= expected or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        subscription = await js.subscribe(settings.subjects.all_events, ordered_consumer=True)
+        found = []
+        for _ in range(info.state.messages):
+            message = await subscription.next_msg(timeout=5)
+            try:
+                found.append(json.loads(message.data))
+            except ValueError:
+                found.append({"raw": message.data.decode(errors="replace"), "subject": message.subject})
+        return found
+    finally:
+        await client.close()
+
+
+async def running(settings: Settings):
+    app = create_app(settings)
+    task = asyncio.create_task(app.run())
+    runtime = app.runtime  # type: ignore[attr-defined]
+    for _ in range(200):
+        if runtime.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert runtime.ready, "resource service did not become ready"
+    return app, task
+
+
+async def test_malformed_messages_become_dead_letters_and_the_service_keeps_working(settings: Settings) -> None:
+    app, task = await running(settings)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    subjects = settings.subjects
+    # Step 1: garbage, an unknown event type, and an event without its envelope.
+    await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), b"\xff not json")
+    await js.publish(subjects.event("scheduler", "c1", "Nonsense"), json.dumps({"event_type": "Nonsense", "campaign": "c1"}).encode())
+    await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), json.dumps({"event_type": "CampaignStarted", "campaign": "c1", "paper_path": "/x", "budget": {}}).encode())
+    # Step 2: a valid event afterwards is still handled.
+    await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), started("c1").model_dump_json().encode())
+    events = await read_events(settings, expected=8)
+    rejected = [e for e in events if e.get("event_type") == "MessageRejected"]
+    assert [r["stream_sequence"] for r in rejected] == [1, 2, 3]
+    assert "malformed message" in rejected[0]["reason"]
+    assert "unknown event_type 'Nonsense'" in rejected[1]["reason"]
+    assert "lacks its envelope" in rejected[2]["reason"]
+    prepared = [e for e in events if e.get("event_type") == "ResourcesPrepared"]
+    assert len(prepared) == 1 and prepared[0]["causation_id"] is not None
+    assert not task.done()
+    await client.close()
+    app.exit()
+    await task
+
+
+async def test_a_missing_paper_folder_is_a_recorded_failure(settings: Settings, tmp_path: Path) -> None:
+    app, task = await running(settings)
+    client = await nats.connect(settings.nats_url)
+    await client.jetstream().publish(settings.subjects.event("scheduler", "c2", "CampaignStarted"), started("c2", tmp_path / "nowhere").model_dump_json().encode())
+    events = await read_events(settings, expected=2)
+    failed = [e for e in events if e.get("event_type") == "ResourcesFailed"]
+    assert len(failed) == 1 and "is not a folder" in failed[0]["reason"]
+    await client.close()
+    app.exit()
+    await task
+
+
+async def test_restart_does_not_act_twice_and_republishing_the_outbox_adds_nothing(settings: Settings) -> None:
+    # Step 1: the service handles one campaign start and stops.
+    app, task = await running(settings)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    await js.publish(settings.subjects.event("scheduler", "c3", "CampaignStarted"), started("c3").model_dump_json().encode())
+    assert len(await read_events(settings, expected=2)) == 2
+    app.exit()
+    await task
+    # Step 2: a new process over the same store resumes after the tracked position: nothing new.
+    app, task = await running(settings)
+    await js.publish(settings.subjects.event("scheduler", "c4", "CampaignStarted"), started("c4").model_dump_json().encode())
+    events = await read_events(settings, expected=4)
+    assert [e["event_type"] for e in events] == ["CampaignStarted", "ResourcesPrepared", "CampaignStarted", "ResourcesPrepared"]
+    # Step 3: re-publishing the whole outbox from the start is dropped by the server as duplicates.
+    runtime = app.runtime  # type: ignore[attr-defined]
+    assert await runtime.relay_once(start_after=0) == 2
+    assert len(await read_events(settings, expected=5, timeout=1.0)) == 4
+    await client.close()
+    app.exit()
+    await task
+
+
+def test_an_event_and_its_tracking_record_are_saved_together_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, namespace="unused")
+    runtime = ServiceRuntime("resource", settings, ResourceDomain())
+    event = started("c5")
+    prepared = ResourcesPrepared(campaign="c5", snapshot_sha256="ab" * 32, files={}, size_bytes=1)
+    # Step 1: the first delivery records the observation, the decision and the position.
+    runtime.commit("c5", [prepared], tracking=Tracking("AUTOSOTA_EVENTS/resource", 7), observed=event, cause=event)
+    assert runtime.store.recorder.has_tracking_id("AUTOSOTA_EVENTS/resource", 7)
+    # Step 2: a second delivery of the same message cannot be saved again, and changes nothing.
+    with pytest.raises(IntegrityError):
+        runtime.commit("c5", [prepared], tracking=Tracking("AUTOSOTA_EVENTS/resource", 7), observed=event, cause=event)
+    notifications = runtime.store.recorder.select_notifications(start=1, limit=100)
+    assert len(notifications) == 3  # opened, observed, emitted
+    # Step 3: the state survives a restart, folded from the ledger.
+    runtime.store.close()
+    again = ServiceRuntime("resource", settings, ResourceDomain())
+    assert again.state("c5").snapshot_sha256 == "ab" * 32
+    emitted = again.store.mapper.to_domain_event(notifications[-1])
+    assert parse_event(emitted.message).causation_id == event.event_id

@@ -1,0 +1,150 @@
+"""The scheduler's loop, driven event by event without any I/O."""
+
+from __future__ import annotations
+
+from shared.contracts import (
+    BaselineRequested,
+    Budget,
+    BudgetExhausted,
+    CampaignStarted,
+    EnvironmentFailed,
+    Event,
+    Idea,
+    IdeaCleared,
+    IdeasProposed,
+    JobFailed,
+    Objective,
+    ObjectiveSet,
+    ParameterSpec,
+    ResultValidated,
+    SotaCertified,
+    SotaRefuted,
+    WorkItem,
+)
+from services.scheduler.domain import SchedulerDomain, decide
+
+CAMPAIGN = "c1"
+OBJECTIVE = Objective(
+    title="T", method="M", primary_metric="rmse", direction="minimize", reported_value=1.0,
+    reported_source="card", secondary_metrics={"mae": 0.05}, protected_paths=["evaluate.py"],
+    train_command="python train.py", evaluate_command="python evaluate.py", baseline_seeds=[0, 1, 2],
+    search_space={"lr": ParameterSpec(type="float", low=0.001, high=0.1, log=True, baseline=0.01)},
+)
+
+
+class Loop:
+    """Feeds events to the domain the way the runtime does: fold, decide, fold the decisions."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.domain = SchedulerDomain()
+        self.state = self.domain.initial_state(CAMPAIGN)
+        self.emitted: list[Event | WorkItem] = []
+        self.feed(CampaignStarted(campaign=CAMPAIGN, paper_path="/p", budget=budget))
+        self.feed(ObjectiveSet(campaign=CAMPAIGN, objective=OBJECTIVE, snapshot_sha256="abc"))
+
+    def feed(self, event: Event) -> list[Event | WorkItem]:
+        self.state = self.domain.evolve(self.state, event)
+        decisions = decide(self.state, event)
+        self.emitted.extend(decisions)
+        return decisions
+
+    def types(self, decisions: list[Event | WorkItem]) -> list[str]:
+        return [d.event_type if isinstance(d, Event) else "WorkItem" for d in decisions]
+
+    def validate(self, experiment_id: str, rmse: float, purpose: str = "idea") -> list[Event | WorkItem]:
+        return self.feed(ResultValidated(campaign=CAMPAIGN, experiment_id=experiment_id, purpose=purpose, metrics={"rmse": rmse, "mae": rmse}))
+
+
+def run_baseline(loop: Loop, values: tuple[float, ...] = (1.0, 1.02, 0.98)) -> list[Event | WorkItem]:
+    # Step 1: init asks for the baseline; every seed is dispatched with a work item.
+    decisions = loop.feed(BaselineRequested(campaign=CAMPAIGN, environment_bin="/env/bin", params={"lr": 0.01}, seeds=[0, 1, 2]))
+    assert loop.types(decisions) == ["ExperimentDispatched", "WorkItem"] * 3
+    # Step 2: the validated results come back; the last one reproduces the baseline.
+    for seed, value in zip((0, 1, 2), values, strict=True):
+        decisions = loop.validate(f"baseline-s{seed}", value, "baseline")
+    return decisions
+
+
+def test_baseline_reproduced_then_ideas_requested_for_every_free_slot() -> None:
+    loop = Loop(Budget(max_experiments=4, parallelism=2))
+    decisions = run_baseline(loop)
+    assert loop.types(decisions) == ["BaselineReproduced", "IdeasRequested"]
+    reproduced, requested = decisions
+    assert abs(reproduced.mean - 1.0) < 1e-12 and reproduced.gap_to_reported == reproduced.mean - 1.0
+    assert requested.count == 2 and requested.round == 1
+
+
+def test_cleared_ideas_run_in_parallel_and_the_best_is_nominated_when_the_budget_is_spent() -> None:
+    loop = Loop(Budget(max_experiments=2, parallelism=2))
+    run_baseline(loop)
+    ideas = [Idea(idea_id="r1-0", params={"lr": 0.05}), Idea(idea_id="r1-1", params={"lr": 0.002})]
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=ideas, brain="no-model", round=1))
+    first = loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=ideas[0]))
+    second = loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=ideas[1]))
+    assert loop.types(first) == ["ExperimentDispatched", "WorkItem"]
+    assert loop.types(second) == ["ExperimentDispatched", "WorkItem"]
+    work = first[1]
+    assert isinstance(work, WorkItem) and work.params == {"lr": 0.05} and work.seed == 0 and work.environment_bin == "/env/bin"
+    # The first result improves on the baseline: the lineage moves; nothing to nominate yet.
+    assert loop.types(loop.validate("idea-r1-0", 0.9)) == ["BestUpdated"]
+    # The budget is spent once both are back: the best idea is nominated.
+    decisions = loop.validate("idea-r1-1", 0.8)
+    assert loop.types(decisions) == ["BestUpdated", "CandidateNominated"]
+    assert decisions[-1].idea_id == "r1-1" and decisions[-1].attempt == 1
+    # A refuted candidate makes way for the next best one; a certified one ends the campaign.
+    refuted = loop.feed(SotaRefuted(campaign=CAMPAIGN, idea_id="r1-1", metric="rmse", candidate_values=[0.8], baseline_values=[1.0], rule="seed-noise", reason="p too large", test="welch", statistic=1.0, p_value=0.2, alpha=0.05))
+    assert loop.types(refuted) == ["CandidateNominated"] and refuted[0].idea_id == "r1-0" and refuted[0].attempt == 2
+    certified = loop.feed(SotaCertified(campaign=CAMPAIGN, idea_id="r1-0", params={"lr": 0.05}, metric="rmse", candidate_values=[0.9] * 5, baseline_values=[1.0] * 5, candidate_mean=0.9, baseline_mean=1.0, gain_vs_reproduced=0.1, gain_vs_reported=0.1, reported_value=1.0, test="welch", statistic=5.0, p_value=0.001, alpha=0.05))
+    assert loop.types(certified) == ["CampaignCompleted"] and certified[0].outcome == "certified"
+    assert loop.feed(ResultValidated(campaign=CAMPAIGN, experiment_id="idea-r1-0", purpose="idea", metrics={"rmse": 0.1})) == []
+
+
+def test_no_idea_beats_the_baseline_ends_not_improved() -> None:
+    loop = Loop(Budget(max_experiments=1, parallelism=1))
+    run_baseline(loop)
+    idea = Idea(idea_id="r1-0", params={"lr": 0.09})
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=[idea], brain="no-model", round=1))
+    loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=idea))
+    decisions = loop.validate("idea-r1-0", 1.5)
+    assert loop.types(decisions) == ["CampaignCompleted"] and decisions[0].outcome == "not_improved"
+
+
+def test_failed_idea_frees_its_slot_and_more_ideas_are_requested() -> None:
+    loop = Loop(Budget(max_experiments=3, parallelism=1))
+    run_baseline(loop)
+    idea = Idea(idea_id="r1-0", params={"lr": 0.09})
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=[idea], brain="no-model", round=1))
+    loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=idea))
+    decisions = loop.feed(JobFailed(campaign=CAMPAIGN, experiment_id="idea-r1-0", purpose="idea", runner="r", stage="train", reason="exit 1", signature="x"))
+    assert loop.types(decisions) == ["IdeasRequested"] and decisions[0].round == 2
+
+
+def test_wall_clock_budget_stops_new_work_and_waits_for_in_flight_results() -> None:
+    loop = Loop(Budget(max_experiments=10, parallelism=1))
+    run_baseline(loop)
+    idea = Idea(idea_id="r1-0", params={"lr": 0.05})
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=[idea], brain="no-model", round=1))
+    loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=idea))
+    assert loop.feed(BudgetExhausted(campaign=CAMPAIGN, budget="wall_clock", used=61, limit=60)) == []
+    decisions = loop.validate("idea-r1-0", 0.7)
+    assert loop.types(decisions) == ["BestUpdated", "CandidateNominated"]
+
+
+def test_a_duplicate_result_is_ignored() -> None:
+    loop = Loop(Budget(max_experiments=2, parallelism=2))
+    run_baseline(loop)
+    assert loop.validate("baseline-s0", 0.5, "baseline") == []
+
+
+def test_final_environment_failure_fails_the_campaign() -> None:
+    loop = Loop(Budget())
+    decisions = loop.feed(EnvironmentFailed(campaign=CAMPAIGN, stage="smoke", signature="ModuleNotFoundError: x", error_tail="", attempt=4, final=True))
+    assert loop.types(decisions) == ["CampaignCompleted"] and decisions[0].outcome == "failed"
+    assert "ModuleNotFoundError" in decisions[0].reason
+
+
+def test_a_failing_baseline_fails_the_campaign_with_the_reason() -> None:
+    loop = Loop(Budget())
+    loop.feed(BaselineRequested(campaign=CAMPAIGN, environment_bin="/env/bin", params={}, seeds=[0, 1, 2]))
+    decisions = loop.feed(JobFailed(campaign=CAMPAIGN, experiment_id="baseline-s1", purpose="baseline", runner="r", stage="evaluate", reason="exited with code 2", signature="x"))
+    assert loop.types(decisions) == ["CampaignCompleted"] and "exited with code 2" in decisions[0].reason
