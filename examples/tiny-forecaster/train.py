@@ -12,7 +12,7 @@ Protocol
 
 Configuration is read from the JSON file named by ``AUTOSOTA_PARAMS``
 (default ``autosota_params.json``) with shape
-``{"seed": 0, "params": {"learning_rate": 0.002, ...}}``; missing parameters
+``{"seed": 0, "params": {"learning_rate": 0.003, ...}}``; missing parameters
 take the paper's defaults in ``DEFAULTS``.  ``python train.py --smoke`` runs
 a few iterations only, to check that the environment works.
 
@@ -34,10 +34,10 @@ HORIZON = 24  # day-ahead, hourly
 
 # The configuration reported in the paper.
 DEFAULTS = {
-    "learning_rate": 0.002,
-    "hidden_units": 16,
+    "learning_rate": 0.003,
+    "hidden_units": 32,
     "lag_window": 48,
-    "epochs": 20,
+    "epochs": 30,
     "activation": "tanh",
 }
 BATCH_SIZE = 64

@@ -1,0 +1,1 @@
+"""fix: repairs failing environments, remembering across campaigns which repair cured which failure."""

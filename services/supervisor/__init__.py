@@ -1,0 +1,1 @@
+"""supervisor: the red lines, enforced by code — protection, idea audits, result checks, certification."""
