@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.scheduler.domain import CampaignState, decide, start
@@ -42,9 +42,9 @@ def register(broker: NatsBroker, runtime: ServiceRuntime[CampaignState]) -> None
         title="scheduler:campaign.start",
         description="Request/reply: start a campaign. Idempotent for the same campaign id.",
     )
-    async def on_start(body: bytes) -> dict[str, Any]:
+    async def on_start(msg: NatsMessage) -> dict[str, Any]:
         try:
-            request = StartCampaign.model_validate(json.loads(body))
+            request = StartCampaign.model_validate(json.loads(msg.body))
         except (ValueError, ValidationError) as error:
             return {"accepted": False, "error": f"invalid start request: {error}"}
 
