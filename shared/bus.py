@@ -164,9 +164,13 @@ class EmbeddedNats:
                 self.process.wait()
 
 
+async def _ignore(error: Exception) -> None:
+    """Refused connections while the server starts are expected; the caller polls again."""
+
+
 async def _jetstream_ready(url: str) -> bool:
     try:
-        client = await nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=0, allow_reconnect=False)
+        client = await nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=0, allow_reconnect=False, error_cb=_ignore)
     except Exception:
         return False
     try:

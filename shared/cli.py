@@ -1,0 +1,597 @@
+"""The `autosota` command line: run a campaign, run one service, probe health, read the history.
+
+Each command is a thin layer over a function that tests can call without a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from shared.contracts import Budget, CampaignCompleted, ContractError, Event, parse_event
+from shared.readmodel import CampaignSummary, progress_line, render_markdown, render_text
+from shared.subjects import SERVICES, Subjects
+
+CAMPAIGN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+DOCUMENT_NATS_URL = "nats://127.0.0.1:4222"  # the server named in the published AsyncAPI documents
+START_ATTEMPTS = 3
+START_TIMEOUT = 10.0
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+RUN_EPILOG = """exit status: 0 when the campaign is certified or ends not improved (the baseline
+was reproduced and nothing beat it), 1 when it failed, 2 when it could not be started
+(missing paper folder, bad arguments, start refused), 130 when interrupted."""
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> int:
+    console(stderr=True).print(f"error: {message}", markup=False)
+    return code
+
+
+# ---------------------------------------------------------------- settings from the environment
+
+
+def env_namespace() -> str:
+    from shared.settings import Settings
+
+    return Settings().namespace
+
+
+def env_data_dir(explicit: str | None) -> Path:
+    return Path(explicit or os.environ.get("AUTOSOTA_DATA_DIR") or ".autosota").resolve()
+
+
+def new_campaign_id(paper_dir: Path) -> str:
+    """A readable, unique campaign id: the folder name as a slug plus 8 hex digits."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", paper_dir.resolve().name).strip("-_")[:60] or "paper"
+    return f"{slug}-{secrets.token_hex(4)}"
+
+
+# ---------------------------------------------------------------- reading the events stream
+
+
+async def connect_bus(url: str, name: str = "autosota-cli") -> Any:
+    import nats
+
+    return await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=0.5, error_cb=quietly)
+
+
+async def quietly(error: Exception) -> None:
+    """Connection errors surface as exceptions to the caller; the client need not print them too."""
+
+
+async def read_subject(js: Any, stream: str, subject: str) -> list[bytes]:
+    """Every message on a subject filter, in stream order, as of now."""
+    from nats.js.api import DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    try:
+        info = await js.stream_info(stream, subjects_filter=subject)
+    except NotFoundError:
+        return []
+    if not sum((info.state.subjects or {}).values()):
+        return []
+    subscription = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
+    bodies: list[bytes] = []
+    try:
+        while True:
+            message = await subscription.next_msg(timeout=10)
+            bodies.append(message.data)
+            if message.metadata.num_pending == 0:
+                return bodies
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+
+
+def parse_bodies(bodies: list[bytes]) -> list[Event]:
+    events: list[Event] = []
+    for body in bodies:
+        with contextlib.suppress(ContractError, ValueError):
+            events.append(parse_event(json.loads(body)))
+    return events
+
+
+async def campaign_bodies(url: str, subjects: Subjects, campaign: str) -> list[bytes]:
+    client = await connect_bus(url)
+    try:
+        return await read_subject(client.jetstream(), subjects.events_stream, subjects.events_of_campaign(campaign))
+    finally:
+        await client.close()
+
+
+async def campaign_events(url: str, subjects: Subjects, campaign: str) -> list[Event]:
+    return parse_bodies(await campaign_bodies(url, subjects, campaign))
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    campaign: str
+    events: int
+    started: str
+    outcome: str
+    reason: str
+
+
+async def campaign_statuses(url: str, subjects: Subjects) -> list[CampaignStatus]:
+    """Every campaign in the events stream, with its outcome if it has completed."""
+    from nats.js.errors import NotFoundError
+
+    client = await connect_bus(url)
+    try:
+        js = client.jetstream()
+        try:
+            info = await js.stream_info(subjects.events_stream, subjects_filter=subjects.all_events)
+        except NotFoundError:
+            return []
+        counts: dict[str, int] = {}
+        for subject, count in (info.state.subjects or {}).items():
+            parts = subject[len(subjects.root) + 1 :].split(".")  # evt.<service>.<campaign>.<EventType>
+            if len(parts) == 4:
+                counts[parts[2]] = counts.get(parts[2], 0) + count
+        rows = []
+        for campaign, count in counts.items():
+            started = await _last_event(js, subjects, subjects.event("scheduler", campaign, "CampaignStarted"))
+            completed = await _last_event(js, subjects, subjects.event("scheduler", campaign, "CampaignCompleted"))
+            rows.append(
+                CampaignStatus(
+                    campaign=campaign,
+                    events=count,
+                    started=started.time.strftime("%Y-%m-%d %H:%M:%S") if started and started.time else "-",
+                    outcome=completed.outcome if isinstance(completed, CampaignCompleted) else "running",
+                    reason=completed.reason if isinstance(completed, CampaignCompleted) else "",
+                )
+            )
+        return sorted(rows, key=lambda row: (row.started, row.campaign))
+    finally:
+        await client.close()
+
+
+async def _last_event(js: Any, subjects: Subjects, subject: str) -> Event | None:
+    from nats.js.errors import NotFoundError
+
+    try:
+        raw = await js.get_last_msg(subjects.events_stream, subject)
+    except NotFoundError:
+        return None
+    parsed = parse_bodies([raw.data or b""])
+    return parsed[0] if parsed else None
+
+
+@contextlib.contextmanager
+def bus_for_reading(data_dir: Path) -> Iterator[str]:
+    """NATS_URL when set, else a private nats-server on the data dir's store for as long as needed."""
+    url = os.environ.get("NATS_URL")
+    if url:
+        yield url
+        return
+    if not (data_dir / "nats").is_dir():
+        raise FileNotFoundError(f"no event store under {data_dir} (set NATS_URL or pass --data-dir)")
+    from shared.bus import EmbeddedNats
+    from shared.embedded import quiet_nats_client
+
+    server = EmbeddedNats(data_dir)
+    try:
+        with quiet_nats_client():
+            url = server.start()
+        yield url
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- running a campaign
+
+
+class CampaignRefused(RuntimeError):
+    """The scheduler did not accept the campaign."""
+
+
+class CampaignNotStarted(RuntimeError):
+    """Nobody answered the start request."""
+
+
+async def request_start(url: str, subjects: Subjects, request: dict[str, Any], attempts: int = START_ATTEMPTS, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Ask the scheduler to start a campaign; retried because it may still be starting."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as RequestTimeout
+
+    client = await connect_bus(url)
+    try:
+        subject = subjects.control("campaign.start")
+        for attempt in range(1, attempts + 1):
+            try:
+                reply = await client.request(subject, json.dumps(request).encode(), timeout=timeout)
+                return json.loads(reply.data)  # type: ignore[no-any-return]
+            except (RequestTimeout, NoRespondersError) as error:
+                if attempt == attempts:
+                    raise CampaignNotStarted(f"the scheduler did not answer {subject} after {attempts} attempts ({type(error).__name__})") from None
+                await asyncio.sleep(min(2.0, 0.25 * 2**attempt))
+        raise AssertionError("unreachable")
+    finally:
+        await client.close()
+
+
+async def follow_campaign(
+    url: str,
+    subjects: Subjects,
+    campaign: str,
+    on_event: Callable[[Event], None],
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Deliver the campaign's events from the start, in order, until it completes."""
+    from nats.errors import TimeoutError as NoMessageYet
+    from nats.js.api import DeliverPolicy
+
+    client = await connect_bus(url)
+    try:
+        js = client.jetstream()
+        subscription = await js.subscribe(
+            subjects.events_of_campaign(campaign), stream=subjects.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=1.0)
+            except NoMessageYet:
+                if check:
+                    check()
+                continue
+            for event in parse_bodies([message.data]):
+                on_event(event)
+                if isinstance(event, CampaignCompleted):
+                    return
+    finally:
+        await client.close()
+
+
+@dataclass(frozen=True)
+class RunResult:
+    campaign: str
+    outcome: str | None
+    text: str
+    report_path: Path
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.outcome in (None, "failed") else EXIT_OK
+
+
+def finish_campaign(events: list[Event], campaign: str, data_dir: Path) -> RunResult:
+    """Project the campaign's recorded events into the printed summary and the report file."""
+    summary = CampaignSummary.from_events(events, campaign)
+    report_path = data_dir / "reports" / f"{campaign}.md"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_markdown(summary, events))
+    return RunResult(campaign, summary.outcome, render_text(summary), report_path)
+
+
+async def run_campaign(url: str, subjects: Subjects, request: dict[str, Any], data_dir: Path, out: Console, check: Callable[[], None] | None = None) -> RunResult:
+    campaign = request["campaign"]
+    reply = await request_start(url, subjects, request)
+    if not reply.get("accepted"):
+        raise CampaignRefused(str(reply.get("error") or reply))
+    if reply.get("existing"):
+        out.print(f"campaign {campaign} already exists: following its recorded events", markup=False)
+
+    def show(event: Event) -> None:
+        line = progress_line(event)
+        if line is not None:
+            out.print(line, markup=False)
+
+    await follow_campaign(url, subjects, campaign, show, check)
+    return finish_campaign(await campaign_events(url, subjects, campaign), campaign, data_dir)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    paper_dir = Path(args.paper_dir).expanduser()
+    if not paper_dir.is_dir():
+        return fail(f"paper folder {paper_dir} does not exist or is not a folder", EXIT_USAGE)
+    campaign = args.campaign or new_campaign_id(paper_dir)
+    if not CAMPAIGN_PATTERN.match(campaign):
+        return fail(f"campaign id {campaign!r} must be 1-80 characters of A-Z a-z 0-9 _ -", EXIT_USAGE)
+    defaults = Budget()
+    try:
+        budget = Budget(
+            max_experiments=defaults.max_experiments if args.budget_experiments is None else args.budget_experiments,
+            wall_clock_seconds=defaults.wall_clock_seconds if args.budget_seconds is None else args.budget_seconds,
+            parallelism=defaults.parallelism if args.parallelism is None else args.parallelism,
+        )
+        namespace = env_namespace()
+    except ValidationError as error:
+        return fail(f"invalid settings: {error.errors(include_url=False)}", EXIT_USAGE)
+    data_dir = env_data_dir(args.data_dir)
+    subjects = Subjects(namespace)
+    request = {"campaign": campaign, "paper_path": str(paper_dir.resolve()), "budget": budget.model_dump(), "pool": "cpu"}
+    out = console()
+    url = os.environ.get("NATS_URL")
+    stack = None
+    try:
+        if not url:
+            from shared.embedded import Stack
+
+            stack = Stack(data_dir, namespace=namespace, runners=args.runners)
+            out.print(f"starting the embedded stack in {data_dir} ({len(stack.instances)} services)", markup=False)
+            stack.start()
+            url = stack.url
+        out.print(f"campaign {campaign}: {paper_dir.resolve()}", markup=False)
+        result = asyncio.run(run_campaign(url, subjects, request, data_dir, out, _stack_check(stack)))
+    except KeyboardInterrupt:
+        console(stderr=True).print("interrupted: stopping", markup=False)
+        return EXIT_INTERRUPTED
+    except CampaignRefused as error:
+        return fail(f"the scheduler refused campaign {campaign}: {error}", EXIT_USAGE)
+    except Exception as error:  # noqa: BLE001 - a clear message beats a traceback at the prompt
+        logs = f" (service logs: {data_dir / 'logs'})" if stack is not None else ""
+        return fail(f"{error}{logs}" if isinstance(error, CampaignNotStarted) else f"{type(error).__name__}: {error}{logs}")
+    finally:
+        if stack is not None:
+            stack.stop()
+    sys.stdout.write(result.text)
+    sys.stdout.flush()
+    out.print(f"report: {result.report_path}", markup=False)
+    return result.exit_code
+
+
+def _stack_check(stack: Any) -> Callable[[], None] | None:
+    if stack is None:
+        return None
+
+    def check() -> None:
+        down = stack.failed_for_good()
+        if down:
+            raise RuntimeError(f"services down after {stack.max_restarts} restarts: {', '.join(down)} (see {stack.data_dir / 'logs'})")
+
+    return check
+
+
+# ---------------------------------------------------------------- one service, health
+
+
+def command_service(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+
+    settings = Settings()
+    level = logging.getLevelName(settings.log_level.upper())
+    level = level if isinstance(level, int) else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(f"services.{args.name}.app")
+    asyncio.run(module.create_app(settings).run(log_level=level))
+    return EXIT_OK
+
+
+async def instance_ready(url: str, subjects: Subjects, instance: str, timeout: float) -> bool:
+    """True once the instance answers its health request with ready=true, within the timeout."""
+    import nats
+
+    deadline = time.monotonic() + timeout
+    try:
+        client = await asyncio.wait_for(nats.connect(url, connect_timeout=min(timeout, 2.0), max_reconnect_attempts=0, allow_reconnect=False, error_cb=quietly), timeout)
+    except Exception:  # noqa: BLE001 - an unreachable server means not ready
+        return False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = await client.request(subjects.health(instance), b"", timeout=min(1.0, left))
+                if json.loads(reply.data).get("ready") is True:
+                    return True
+            except Exception:  # noqa: BLE001 - no responder or timeout: ask again
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return False
+    finally:
+        await client.close()
+
+
+def command_health(args: argparse.Namespace) -> int:
+    from shared.settings import Settings
+
+    settings = Settings()
+    if asyncio.run(instance_ready(settings.nats_url, settings.subjects, args.instance, args.timeout)):
+        console().print(f"{args.instance} ready", markup=False)
+        return EXIT_OK
+    return fail(f"{args.instance} is not ready (no ready answer within {args.timeout} s from {settings.nats_url})")
+
+
+# ---------------------------------------------------------------- the recorded history
+
+
+def command_status(args: argparse.Namespace) -> int:
+    subjects = Subjects(env_namespace())
+    try:
+        with bus_for_reading(env_data_dir(args.data_dir)) as url:
+            rows = asyncio.run(campaign_statuses(url, subjects))
+    except FileNotFoundError as error:
+        return fail(str(error))
+    if not rows:
+        console().print("no campaigns", markup=False)
+        return EXIT_OK
+    out = console()
+    header = ("campaign", "started (UTC)", "events", "outcome", "reason")
+    cells = [header, *((r.campaign, r.started, str(r.events), r.outcome, r.reason) for r in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(4)]
+    for row in cells:
+        out.print("  ".join([*(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)), row[4]]).rstrip(), markup=False)
+    return EXIT_OK
+
+
+def command_replay(args: argparse.Namespace) -> int:
+    subjects = Subjects(env_namespace())
+    try:
+        with bus_for_reading(env_data_dir(args.data_dir)) as url:
+            events = asyncio.run(campaign_events(url, subjects, args.campaign))
+    except FileNotFoundError as error:
+        return fail(str(error))
+    if not events:
+        return fail(f"no events for campaign {args.campaign}")
+    sys.stdout.write(render_text(CampaignSummary.from_events(events, args.campaign)))
+    return EXIT_OK
+
+
+def command_events(args: argparse.Namespace) -> int:
+    subjects = Subjects(env_namespace())
+    try:
+        with bus_for_reading(env_data_dir(args.data_dir)) as url:
+            bodies = asyncio.run(campaign_bodies(url, subjects, args.campaign))
+    except FileNotFoundError as error:
+        return fail(str(error))
+    for body in bodies:
+        try:
+            sys.stdout.write(json.dumps(json.loads(body), sort_keys=True) + "\n")
+        except ValueError:
+            sys.stdout.write(json.dumps({"undecodable": body.decode("utf-8", "replace")}) + "\n")
+    return EXIT_OK if bodies else fail(f"no events for campaign {args.campaign}")
+
+
+# ---------------------------------------------------------------- AsyncAPI documents
+
+
+def available_services() -> list[str]:
+    """The services whose composition root exists in this checkout."""
+    found = []
+    for service in SERVICES:
+        try:
+            if importlib.util.find_spec(f"services.{service}.app") is not None:
+                found.append(service)
+        except ModuleNotFoundError:
+            continue
+    return found
+
+
+def specification(service: str) -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of one service, independent of the local environment."""
+    from shared.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="autosota-asyncapi-") as scratch:
+        settings = Settings(NATS_URL=DOCUMENT_NATS_URL, data_dir=Path(scratch), namespace="", runner_name="runner-1", persistence="sqlite", pool="cpu")
+        app = importlib.import_module(f"services.{service}.app").create_app(settings)
+        try:
+            return app.schema.to_specification().to_jsonable()  # type: ignore[no-any-return]
+        finally:
+            runtime = getattr(app, "runtime", None)
+            if runtime is not None:
+                with contextlib.suppress(Exception):
+                    runtime.store.close()
+
+
+def document_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def asyncapi_documents(services: list[str] | None = None) -> dict[str, str]:
+    return {service: document_text(specification(service)) for service in (services or available_services())}
+
+
+def write_documents(directory: Path, documents: dict[str, str]) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for service, text in documents.items():
+        path = directory / f"{service}.json"
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+def stale_documents(directory: Path, documents: dict[str, str]) -> list[str]:
+    """Services whose committed document is missing or differs from what the code generates."""
+    stale = []
+    for service, text in documents.items():
+        path = directory / f"{service}.json"
+        if not path.is_file() or path.read_text() != text:
+            stale.append(service)
+    return stale
+
+
+def command_asyncapi(args: argparse.Namespace) -> int:
+    documents = asyncapi_documents()
+    if args.write:
+        for path in write_documents(Path(args.write), documents):
+            console().print(f"wrote {path}", markup=False)
+        return EXIT_OK
+    if args.check:
+        stale = stale_documents(Path(args.check), documents)
+        if stale:
+            return fail(f"AsyncAPI documents out of date in {args.check}: {', '.join(stale)} (run: autosota asyncapi --write {args.check})")
+        console().print(f"AsyncAPI documents up to date: {', '.join(documents)}", markup=False)
+        return EXIT_OK
+    sys.stdout.write(json.dumps({s: json.loads(t) for s, t in documents.items()}, sort_keys=True, indent=2) + "\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="autosota", description="Reproduce a paper's baseline, search for improvements, certify them.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a campaign on a paper folder", epilog=RUN_EPILOG)
+    run.add_argument("paper_dir", help="folder with the paper's code, data and autosota.toml")
+    run.add_argument("--budget-experiments", type=int, help="idea experiments to run (default %d)" % Budget().max_experiments)
+    run.add_argument("--budget-seconds", type=float, help="wall-clock budget (default %g)" % Budget().wall_clock_seconds)
+    run.add_argument("--parallelism", type=int, help="experiments in flight at once (default %d)" % Budget().parallelism)
+    run.add_argument("--runners", type=int, default=2, help="runner processes of the embedded stack (default 2)")
+    run.add_argument("--data-dir", help="state of the embedded stack and reports (default $AUTOSOTA_DATA_DIR or .autosota)")
+    run.add_argument("--campaign", help="campaign id (default: folder name plus 8 hex digits)")
+    run.set_defaults(handler=command_run)
+
+    service = commands.add_parser("service", help="run one service in the foreground")
+    service.add_argument("name", choices=SERVICES)
+    service.set_defaults(handler=command_service)
+
+    health = commands.add_parser("health", help="exit 0 when a service instance answers ready")
+    health.add_argument("instance", help="service name, or runner-N")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(handler=command_health)
+
+    status = commands.add_parser("status", help="campaigns in the event stream and their outcome")
+    status.add_argument("--data-dir")
+    status.set_defaults(handler=command_status)
+
+    replay = commands.add_parser("replay", help="rebuild a campaign's summary from its events")
+    replay.add_argument("campaign")
+    replay.add_argument("--data-dir")
+    replay.set_defaults(handler=command_replay)
+
+    events = commands.add_parser("events", help="a campaign's events as JSON lines, in stream order")
+    events.add_argument("campaign")
+    events.add_argument("--data-dir")
+    events.set_defaults(handler=command_events)
+
+    asyncapi = commands.add_parser("asyncapi", help="the AsyncAPI 3.0 document of every service")
+    target = asyncapi.add_mutually_exclusive_group()
+    target.add_argument("--write", metavar="DIR", help="write <service>.json files into DIR")
+    target.add_argument("--check", metavar="DIR", help="exit 1 naming the services whose document in DIR differs")
+    asyncapi.set_defaults(handler=command_asyncapi)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Read models of a campaign, projected from its events: the summary, the report, progress lines.
+
+Everything here is a pure function of the events it is given: the same events always give the
+same text, so a live run and a later replay print byte-identical summaries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.contracts import (
+    BaselineReproduced,
+    BestUpdated,
+    BudgetExhausted,
+    CampaignCompleted,
+    CampaignStarted,
+    CandidateNominated,
+    EnvironmentFailed,
+    EnvironmentReady,
+    EnvironmentSpecified,
+    Event,
+    ExperimentDispatched,
+    IdeaCleared,
+    IdeaRejected,
+    IdeasProposed,
+    IdeasRequested,
+    JobCompleted,
+    JobFailed,
+    JobStarted,
+    MessageRejected,
+    ObjectiveFailed,
+    ObjectiveSet,
+    ProtectionEstablished,
+    RepairExhausted,
+    RepairProposed,
+    ResourcesFailed,
+    ResourcesPrepared,
+    ResultRejected,
+    ResultValidated,
+    SotaCertified,
+    SotaRefuted,
+    StallDetected,
+    VerificationDispatched,
+    BaselineRequested,
+)
+
+PURPOSES = ("baseline", "idea", "verification")
+DETAIL_LIMIT = 200
+# Chatty events the live progress leaves out; the report's timeline still lists them.
+QUIET_IN_PROGRESS = frozenset({"JobStarted", "IdeaCleared"})
+
+
+@dataclass
+class ExperimentCounts:
+    dispatched: int = 0
+    validated: int = 0
+    rejected: int = 0
+    failed: int = 0
+    rejected_rules: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class BaselineSummary:
+    metric: str
+    mean: float
+    std: float
+    n: int
+    reported_value: float
+    gap: float
+
+
+@dataclass(frozen=True)
+class Rejection:
+    subject_id: str
+    rule: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BestStep:
+    idea_id: str
+    experiment_id: str
+    value: float
+    previous_value: float
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Refutation:
+    idea_id: str
+    rule: str
+    reason: str
+    p_value: float
+
+
+@dataclass
+class CampaignSummary:
+    campaign: str
+    event_count: int = 0
+    paper_path: str | None = None
+    paper_title: str | None = None
+    paper_method: str | None = None
+    primary_metric: str | None = None
+    direction: str | None = None
+    reported_value: float | None = None
+    baseline: BaselineSummary | None = None
+    experiments: dict[str, ExperimentCounts] = field(default_factory=lambda: {p: ExperimentCounts() for p in PURPOSES})
+    result_rejections: list[Rejection] = field(default_factory=list)
+    best: list[BestStep] = field(default_factory=list)
+    ideas_proposed: int = 0
+    ideas_cleared: int = 0
+    ideas_rejected: int = 0
+    idea_rejections: list[Rejection] = field(default_factory=list)
+    certified: SotaCertified | None = None
+    refutations: list[Refutation] = field(default_factory=list)
+    outcome: str | None = None
+    outcome_reason: str | None = None
+    idea_experiments: int | None = None
+    dead_letters: int = 0
+    dead_letter_reasons: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_events(cls, events: list[Event], campaign: str | None = None) -> CampaignSummary:
+        """Fold a campaign's events, in stream order, into its summary; repeats are counted once."""
+        name = campaign or (events[0].campaign if events else "")
+        summary = cls(campaign=name)
+        for event in unique(events):
+            if event.campaign == name:
+                summary._apply(event)
+        return summary
+
+    def _apply(self, event: Event) -> None:  # noqa: C901 - one branch per event type reads best
+        self.event_count += 1
+        if isinstance(event, CampaignStarted):
+            self.paper_path = event.paper_path
+        elif isinstance(event, ObjectiveSet):
+            objective = event.objective
+            self.paper_title = objective.title
+            self.paper_method = objective.method
+            self.primary_metric = objective.primary_metric
+            self.direction = objective.direction
+            self.reported_value = objective.reported_value
+        elif isinstance(event, BaselineReproduced):
+            self.baseline = BaselineSummary(event.metric, event.mean, event.std, len(event.values), event.reported_value, event.gap_to_reported)
+        elif isinstance(event, ExperimentDispatched):
+            self.experiments[event.purpose].dispatched += 1
+        elif isinstance(event, VerificationDispatched):
+            self.experiments["verification"].dispatched += 1
+        elif isinstance(event, ResultValidated):
+            self.experiments[event.purpose].validated += 1
+        elif isinstance(event, ResultRejected):
+            counts = self.experiments[event.purpose]
+            counts.rejected += 1
+            counts.rejected_rules[event.rule] += 1
+            self.result_rejections.append(Rejection(event.experiment_id, event.rule, event.evidence))
+        elif isinstance(event, JobFailed):
+            self.experiments[event.purpose].failed += 1
+        elif isinstance(event, BestUpdated):
+            self.best.append(BestStep(event.idea_id, event.experiment_id, event.value, event.previous_value, event.params))
+        elif isinstance(event, IdeasProposed):
+            self.ideas_proposed += len(event.ideas)
+        elif isinstance(event, IdeaCleared):
+            self.ideas_cleared += 1
+        elif isinstance(event, IdeaRejected):
+            self.ideas_rejected += 1
+            self.idea_rejections.append(Rejection(event.idea.idea_id, event.rule, event.evidence))
+        elif isinstance(event, SotaCertified):
+            self.certified = event
+        elif isinstance(event, SotaRefuted):
+            self.refutations.append(Refutation(event.idea_id, event.rule, event.reason, event.p_value))
+        elif isinstance(event, CampaignCompleted):
+            self.outcome = event.outcome
+            self.outcome_reason = event.reason
+            self.idea_experiments = event.idea_experiments
+        elif isinstance(event, MessageRejected):
+            self.dead_letters += 1
+            self.dead_letter_reasons.append(f"{event.producer}: {one_line(event.reason)}")
+
+
+def unique(events: list[Event]) -> list[Event]:
+    """The events with any repeated event id dropped, order kept."""
+    seen: set[Any] = set()
+    kept: list[Event] = []
+    for event in events:
+        if event.event_id is not None:
+            if event.event_id in seen:
+                continue
+            seen.add(event.event_id)
+        kept.append(event)
+    return kept
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.6g}"
+
+
+def compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def rule_counts(rules: Counter[str]) -> str:
+    return ", ".join(f"{rule} x{count}" for rule, count in sorted(rules.items())) or "-"
+
+
+def metrics_text(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name}={number(value)}" for name, value in sorted(metrics.items()))
+
+
+# ---------------------------------------------------------------- one line per event
+
+
+def describe(event: Event) -> str:  # noqa: C901, PLR0911, PLR0912 - one branch per event type reads best
+    """A one-line account of what an event says, for progress and the audit timeline."""
+    if isinstance(event, CampaignStarted):
+        b = event.budget
+        text = f"paper {event.paper_path}; budget {b.max_experiments} idea experiments, {number(b.wall_clock_seconds)} s, parallelism {b.parallelism}"
+    elif isinstance(event, ResourcesPrepared):
+        text = f"snapshot {event.snapshot_sha256[:12]} ({len(event.files)} files, {event.size_bytes} bytes)"
+    elif isinstance(event, ResourcesFailed | ObjectiveFailed):
+        text = event.reason
+    elif isinstance(event, ObjectiveSet):
+        o = event.objective
+        text = f"{o.primary_metric} ({o.direction}), reported {number(o.reported_value)}; {o.title}"
+    elif isinstance(event, ProtectionEstablished):
+        text = f"{len(event.protected_files)} protected files"
+    elif isinstance(event, EnvironmentSpecified):
+        text = f"{event.kind}, {len(event.requirements)} requirements" + (f", unsatisfied: {', '.join(event.unsatisfied)}" if event.unsatisfied else "")
+    elif isinstance(event, EnvironmentReady):
+        repairs = f", repairs: {', '.join(event.repairs_applied)}" if event.repairs_applied else ""
+        text = f"{event.environment_bin} (smoke {event.smoke_seconds:.1f} s{repairs})"
+    elif isinstance(event, EnvironmentFailed):
+        text = f"{event.stage} attempt {event.attempt}{' (final)' if event.final else ''}: {event.signature}"
+    elif isinstance(event, BaselineRequested):
+        text = f"seeds {compact(event.seeds)}, params {compact(event.params)}"
+    elif isinstance(event, RepairProposed):
+        text = f"{event.action} {event.argument} for {event.signature}" + (" (from memory)" if event.from_memory else "")
+    elif isinstance(event, RepairExhausted):
+        text = f"{event.signature}: {event.reason}"
+    elif isinstance(event, ExperimentDispatched):
+        text = f"{event.experiment_id} ({event.purpose}, seed {event.seed}) {compact(event.params)}"
+    elif isinstance(event, JobStarted):
+        text = f"{event.experiment_id} on {event.runner} (delivery {event.delivery})"
+    elif isinstance(event, JobCompleted):
+        text = f"{event.experiment_id} {metrics_text(event.metrics)} in {event.duration_seconds:.1f} s"
+    elif isinstance(event, JobFailed):
+        text = f"{event.experiment_id} {event.stage}: {event.reason}"
+    elif isinstance(event, ResultValidated):
+        text = f"{event.experiment_id} {metrics_text(event.metrics)}"
+    elif isinstance(event, ResultRejected):
+        text = f"{event.experiment_id} rule {event.rule}: {compact(event.evidence)}"
+    elif isinstance(event, BaselineReproduced):
+        text = (
+            f"{event.metric} {number(event.mean)} ± {number(event.std)} over {len(event.values)} seeds "
+            f"(reported {number(event.reported_value)}, gap {signed(event.gap_to_reported)})"
+        )
+    elif isinstance(event, IdeasRequested):
+        text = f"round {event.round}: {event.count} ideas"
+    elif isinstance(event, IdeasProposed):
+        text = f"round {event.round}: {len(event.ideas)} ideas from {event.brain}"
+    elif isinstance(event, IdeaCleared):
+        text = f"{event.idea.idea_id} {compact(event.idea.params)}"
+    elif isinstance(event, IdeaRejected):
+        text = f"{event.idea.idea_id} rule {event.rule}: {compact(event.evidence)}"
+    elif isinstance(event, BestUpdated):
+        text = f"{event.idea_id} {number(event.value)} (was {number(event.previous_value)})"
+    elif isinstance(event, StallDetected):
+        text = f"{event.experiment_id} silent {event.silent_seconds:.0f} s ({event.state})"
+    elif isinstance(event, BudgetExhausted):
+        text = f"{event.budget}: used {number(event.used)} of {number(event.limit)}"
+    elif isinstance(event, CandidateNominated):
+        text = f"{event.idea_id} attempt {event.attempt}, screening {number(event.screening_value)}"
+    elif isinstance(event, VerificationDispatched):
+        text = f"{event.experiment_id} ({event.arm}, seed {event.seed})"
+    elif isinstance(event, SotaCertified):
+        text = (
+            f"{event.idea_id}: {number(event.candidate_mean)} vs {number(event.baseline_mean)}, "
+            f"gain {signed(event.gain_vs_reproduced)} vs reproduced, {signed(event.gain_vs_reported)} vs reported, p={number(event.p_value)}"
+        )
+    elif isinstance(event, SotaRefuted):
+        text = f"{event.idea_id} rule {event.rule}: {event.reason}"
+    elif isinstance(event, CampaignCompleted):
+        text = f"{event.outcome}: {event.reason} ({event.idea_experiments} idea experiments)"
+    elif isinstance(event, MessageRejected):
+        text = f"{event.subject}: {event.reason}"
+    else:
+        text = ""
+    return one_line(text)
+
+
+def progress_line(event: Event) -> str | None:
+    """The live progress line for an event, or None for events too chatty to show."""
+    if event.event_type in QUIET_IN_PROGRESS:
+        return None
+    clock = event.time.strftime("%H:%M:%S") if event.time else "--:--:--"
+    return f"{clock} {event.producer or '?':<11} {event.event_type:<22} {describe(event)}".rstrip()
+
+
+# ---------------------------------------------------------------- the summary as text
+
+
+def render_text(summary: CampaignSummary) -> str:
+    """The plain summary a run prints at the end and a replay prints again."""
+    lines = [f"Campaign      {summary.campaign}"]
+    if summary.paper_title is not None:
+        lines.append(f"Paper         {summary.paper_title} (method: {summary.paper_method})")
+    if summary.primary_metric is not None:
+        lines.append(f"Objective     {summary.primary_metric} ({summary.direction}), reported {number(summary.reported_value)}")
+    if summary.baseline is not None:
+        b = summary.baseline
+        lines.append(f"Baseline      {number(b.mean)} ± {number(b.std)} over {b.n} seeds, gap to reported {signed(b.gap)}")
+    else:
+        lines.append("Baseline      not reproduced")
+    lines.append(f"Experiments   {'purpose':<13}{'dispatched':>11}{'validated':>10}{'rejected':>9}{'failed':>7}  rejection rules")
+    for purpose in PURPOSES:
+        c = summary.experiments[purpose]
+        lines.append(f"              {purpose:<13}{c.dispatched:>11}{c.validated:>10}{c.rejected:>9}{c.failed:>7}  {rule_counts(c.rejected_rules)}")
+    idea_rules = Counter(r.rule for r in summary.idea_rejections)
+    lines.append(
+        f"Ideas         proposed {summary.ideas_proposed}, cleared {summary.ideas_cleared}, "
+        f"rejected {summary.ideas_rejected} ({rule_counts(idea_rules)})"
+    )
+    if summary.best:
+        lines.append("Best so far")
+        for step in summary.best:
+            lines.append(f"  {step.idea_id}  {number(step.value)} (was {number(step.previous_value)})  {compact(step.params)}")
+    else:
+        lines.append("Best so far   none")
+    for refutation in summary.refutations:
+        lines.append(f"Refuted       {refutation.idea_id}: rule {refutation.rule}, p={number(refutation.p_value)}: {one_line(refutation.reason)}")
+    if summary.certified is not None:
+        c = summary.certified
+        lines.append(f"Certified     {c.idea_id} {compact(c.params)}")
+        lines.append(
+            f"              {c.metric} {number(c.candidate_mean)} vs {number(c.baseline_mean)} (fresh baseline, "
+            f"{len(c.candidate_values)}+{len(c.baseline_values)} seeds)"
+        )
+        lines.append(f"              gain vs reproduced {signed(c.gain_vs_reproduced)}, gain vs reported {signed(c.gain_vs_reported)} (reported {number(c.reported_value)})")
+        lines.append(f"              {c.test}: statistic {number(c.statistic)}, p={number(c.p_value)}, alpha {number(c.alpha)}")
+    outcome = f"{summary.outcome}: {one_line(summary.outcome_reason or '')}" if summary.outcome else "running (no CampaignCompleted yet)"
+    lines.append(f"Outcome       {outcome}")
+    lines.append(f"Dead letters  {summary.dead_letters}")
+    lines.append(f"Events        {summary.event_count}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the report file
+
+
+def cell(text: str) -> str:
+    return one_line(text).replace("|", "\\|")
+
+
+def render_markdown(summary: CampaignSummary, events: list[Event]) -> str:
+    """The campaign report: the summary, every rejection with its evidence, and the audit timeline."""
+    out = [f"# AutoSOTA campaign {summary.campaign}", ""]
+    out += ["## Summary", "", "```text", render_text(summary).rstrip("\n"), "```", ""]
+    if summary.best:
+        out += ["## Best-so-far lineage", "", "| idea | experiment | value | previous | params |", "|---|---|---|---|---|"]
+        out += [f"| {cell(s.idea_id)} | {cell(s.experiment_id)} | {number(s.value)} | {number(s.previous_value)} | `{cell(compact(s.params))}` |" for s in summary.best]
+        out.append("")
+    if summary.certified is not None:
+        c = summary.certified
+        out += [
+            "## Certification",
+            "",
+            f"- idea: `{c.idea_id}` with params `{compact(c.params)}`",
+            f"- {c.metric}: candidate {compact(c.candidate_values)} (mean {number(c.candidate_mean)}), "
+            f"fresh baseline {compact(c.baseline_values)} (mean {number(c.baseline_mean)})",
+            f"- gain vs reproduced baseline: {signed(c.gain_vs_reproduced)}; gain vs reported {number(c.reported_value)}: {signed(c.gain_vs_reported)}",
+            f"- {c.test}: statistic {number(c.statistic)}, p = {number(c.p_value)}, alpha = {number(c.alpha)}",
+        ]
+        out += [f"- secondary {name}: {compact(means)}" for name, means in sorted(c.secondary_means.items())]
+        if c.patch:
+            out += ["", "```diff", c.patch.rstrip("\n"), "```"]
+        out.append("")
+    if summary.refutations:
+        out += ["## Refuted candidates", "", "| idea | rule | p | reason |", "|---|---|---|---|"]
+        out += [f"| {cell(r.idea_id)} | {cell(r.rule)} | {number(r.p_value)} | {cell(r.reason)} |" for r in summary.refutations]
+        out.append("")
+    if summary.result_rejections or summary.idea_rejections:
+        out += ["## Rejections", "", "| kind | id | rule | evidence |", "|---|---|---|---|"]
+        out += [f"| result | {cell(r.subject_id)} | {cell(r.rule)} | `{cell(compact(r.evidence))}` |" for r in summary.result_rejections]
+        out += [f"| idea | {cell(r.subject_id)} | {cell(r.rule)} | `{cell(compact(r.evidence))}` |" for r in summary.idea_rejections]
+        out.append("")
+    if summary.dead_letter_reasons:
+        out += ["## Dead letters", ""]
+        out += [f"- {cell(reason)}" for reason in summary.dead_letter_reasons]
+        out.append("")
+    out += ["## Audit timeline", "", "| time | producer | event | detail |", "|---|---|---|---|"]
+    for event in unique(events):
+        if event.campaign != summary.campaign:
+            continue
+        when = event.time.isoformat(timespec="milliseconds") if event.time else "-"
+        out.append(f"| {when} | {cell(event.producer or '-')} | {event.event_type} | {cell(describe(event))} |")
+    out.append("")
+    return "\n".join(out)
