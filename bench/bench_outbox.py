@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import uuid4
 
+import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from shared.bus import connect, stream_configs
+from shared.bus import stream_configs
 from shared.contracts import Event, ResourcesPrepared
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
@@ -84,6 +85,10 @@ def emit(runtime: ServiceRuntime[None], count: int) -> list[Event]:
     return [runtime.commit(CAMPAIGN, [prepared()])[0] for _ in range(count)]
 
 
+async def ignore_error(error: Exception) -> None:
+    """The connect failure is reported once, by main; nats-py would also log every attempt."""
+
+
 async def stream_messages(client: Client, stream: str) -> int:
     return (await client.jetstream().stream_info(stream)).state.messages
 
@@ -102,7 +107,10 @@ async def bench(n: int, rounds: int, directory: Path) -> dict[str, float]:
     settings = Settings(data_dir=directory, namespace=f"bench{uuid4().hex[:10]}")
     subjects = settings.subjects
     runtime: ServiceRuntime[None] = ServiceRuntime(SERVICE, settings, StatelessDomain())
-    client = await connect(settings.nats_url, "bench-outbox")
+    try:  # without reconnecting, so a missing server fails here instead of being retried for ever
+        client = await nats.connect(settings.nats_url, name="bench-outbox", connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0, error_cb=ignore_error)
+    except Exception as error:
+        raise SystemExit(f"no NATS server at {settings.nats_url} (set NATS_URL): {error!r}") from None
     js = client.jetstream()
     arrivals = Arrivals()
     core_subject = subjects.control("bench")  # no stream captures control subjects

@@ -70,6 +70,21 @@ class ParameterSpec(BaseModel):
         return self.low is not None and self.high is not None and self.low <= value <= self.high
 
 
+class LabelColumn(BaseModel):
+    """Where the test labels live, so a leakage canary can permute them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    column: str
+
+
+class LabelCanary(LabelColumn):
+    """Permute this column of this CSV file in the workspace before training."""
+
+    seed: int
+
+
 class Objective(BaseModel):
     """The rubric a campaign is judged by, frozen before optimisation starts."""
 
@@ -91,6 +106,7 @@ class Objective(BaseModel):
     timeout_seconds: float = 120.0
     baseline_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     search_space: dict[str, ParameterSpec] = Field(default_factory=dict)
+    test_labels: LabelColumn | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -139,6 +155,7 @@ class WorkItem(BaseModel):
     protected_paths: list[str]
     timeout_seconds: float
     pool: str = "cpu"
+    canary: LabelCanary | None = None
 
 
 # ---------------------------------------------------------------- scheduler
@@ -439,6 +456,7 @@ class JobCompleted(Event):
     protected_hashes: dict[str, str | None]
     duration_seconds: float
     output_tail: str
+    canary_sha256: str | None = Field(default=None, description="hash of the permuted label file, for a canary run")
 
     @field_validator("metrics")
     @classmethod

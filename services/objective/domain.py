@@ -128,6 +128,7 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
             timeout_seconds=float(experiment.get("timeout_seconds", 120)),
             baseline_seeds=list(experiment.get("baseline_seeds", [0, 1, 2])),
             search_space={name: ParameterSpec.model_validate(spec) for name, spec in card.get("search_space", {}).items()},
+            test_labels=goal.get("test_labels"),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))

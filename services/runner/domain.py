@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+import random
 from dataclasses import dataclass, field
 
 from shared.contracts import Event, JobCompleted, JobFailed, WorkItem
@@ -56,11 +59,26 @@ def parse_metrics(output: str) -> dict[str, float]:
     raise MetricsError("the evaluation printed no JSON object of metrics on a line of its own")
 
 
+def permute_column(csv_text: str, column: str, seed: int) -> str:
+    """The same table with one column's values shuffled: the leakage canary's test labels."""
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    if not rows or column not in rows[0]:
+        raise ValueError(f"column {column!r} not in the file's header")
+    index = rows[0].index(column)
+    values = [row[index] for row in rows[1:]]
+    random.Random(seed).shuffle(values)
+    for row, value in zip(rows[1:], values, strict=True):
+        row[index] = value
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
 def params_document(item: WorkItem) -> str:
     return json.dumps({"seed": item.seed, "params": item.params}, sort_keys=True)
 
 
-def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str) -> JobCompleted:
+def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str, canary_sha256: str | None = None) -> JobCompleted:
     return JobCompleted(
         campaign=item.campaign,
         experiment_id=item.experiment_id,
@@ -71,6 +89,7 @@ def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: di
         protected_hashes=hashes,
         duration_seconds=round(seconds, 3),
         output_tail=tail[-4000:],
+        canary_sha256=canary_sha256,
     )
 
 

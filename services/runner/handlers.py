@@ -11,12 +11,12 @@ from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, Pu
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
-from services.runner.domain import PARAMS_FILE, MetricsError, RunnerState, completed, failed, params_document, parse_metrics
+from services.runner.domain import PARAMS_FILE, MetricsError, RunnerState, completed, failed, params_document, parse_metrics, permute_column
 from shared.brain import failure_signature
 from shared.contracts import Event, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.runtime import ServiceRuntime
 from shared.sandbox import Limits, run, sandbox_env
-from shared.workspace import hash_paths, unpack
+from shared.workspace import hash_paths, sha256_file, unpack
 
 HEARTBEAT_SECONDS = 2.0
 WORK_ACK_WAIT = 30.0
@@ -59,6 +59,12 @@ class Runner:
             except Exception as error:
                 return failed(item, self.name, "prepare", f"snapshot {item.snapshot_sha256[:12]} unavailable: {error}", "snapshot-unavailable", None, "", 0.0)
             (workspace / PARAMS_FILE).write_text(params_document(item))
+            canary_sha256 = None
+            if item.canary is not None:
+                try:
+                    canary_sha256 = _plant_canary(workspace, item)
+                except (OSError, ValueError) as error:
+                    return failed(item, self.name, "prepare", f"canary could not be planted: {error}", "canary-unplantable", None, "", 0.0)
             env = sandbox_env(item.environment_bin, {"AUTOSOTA_PARAMS": str(workspace / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(workspace.parent)})
             limits = Limits(wall_seconds=item.timeout_seconds)
             if item.patch:
@@ -80,7 +86,7 @@ class Runner:
             except MetricsError as error:
                 return failed(item, self.name, "metrics", str(error), "metrics-unparsable", 0, evaluated.output_tail, spent)
             hashes = hash_paths(workspace, item.protected_paths)
-            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail)
+            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
 
@@ -124,6 +130,15 @@ class Runner:
         subject = msg.raw_message.subject
         rejection = MessageRejected(campaign="unknown", subject=subject, reason=reason[:2000], excerpt=msg.body[:500].decode("utf-8", "replace"), stream_sequence=msg.raw_message.metadata.sequence.stream)
         self.runtime.commit("unknown", [rejection])
+
+
+def _plant_canary(workspace: Path, item: WorkItem) -> str:
+    assert item.canary is not None
+    target = (workspace / item.canary.path).resolve()
+    if not target.is_relative_to(workspace.resolve()) or not target.is_file():
+        raise ValueError(f"{item.canary.path} is not a file of the workspace")
+    target.write_text(permute_column(target.read_text(), item.canary.column, item.canary.seed))
+    return sha256_file(target)
 
 
 def _why(outcome) -> str:  # type: ignore[no-untyped-def]
