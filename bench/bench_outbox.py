@@ -1,7 +1,7 @@
 """Benchmark of the outbox relay against a real NATS server: messages per second from the store
 onto the events stream, as ratios against raw nats-py publishing the same payloads in the same run.
 
-    NATS_URL=nats://127.0.0.1:4222 python bench/bench_outbox.py [--n 2000]
+    NATS_URL=nats://127.0.0.1:4222 python bench/bench_outbox.py [--n 2000] [--rounds 3]
 
 Works in a namespace of its own and deletes its streams and bucket afterwards.
 """
@@ -107,8 +107,8 @@ async def bench(n: int, rounds: int, directory: Path) -> dict[str, float]:
     settings = Settings(data_dir=directory, namespace=f"bench{uuid4().hex[:10]}")
     subjects = settings.subjects
     runtime: ServiceRuntime[None] = ServiceRuntime(SERVICE, settings, StatelessDomain())
-    try:  # without reconnecting, so a missing server fails here instead of being retried for ever
-        client = await nats.connect(settings.nats_url, name="bench-outbox", connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=0, error_cb=ignore_error)
+    try:  # one retry only: a missing server fails here instead of being retried for ever
+        client = await nats.connect(settings.nats_url, name="bench-outbox", connect_timeout=2, allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=ignore_error)
     except Exception as error:
         raise SystemExit(f"no NATS server at {settings.nats_url} (set NATS_URL): {error!r}") from None
     js = client.jetstream()
