@@ -3,20 +3,26 @@
 The no-model brain proposes parameter ideas with Optuna's TPE sampler, seeded from the campaign
 and round so the same history always gives the same ideas, and repairs environments from a
 rule table. `failure_signature` turns an error tail into the key that failures are grouped by.
+
+A brain with a model (shared.brains) answers the `think_*` questions with a `Thought`: the answer,
+every model call it made as a `ModelCalled` event, and the fallback it took, if any. The agent
+commits those events together with the decision the answer informed, so a replay can answer
+from the record instead of the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.contracts import Idea, Objective, ParameterSpec
+from shared.contracts import BrainFellBack, BrainSelected, Event, Idea, IdeaBase, ModelCalled, Objective, ParameterSpec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -59,12 +65,174 @@ class RepairSuggestion(BaseModel):
     rationale: str = ""
 
 
+class CodeIdeationRequest(BaseModel):
+    """What a model needs to propose structural ideas: the goal, the code to change, the history."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign: str
+    round: int
+    count: int
+    objective: Objective
+    base: IdeaBase | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="editable files of the base code: path -> text")
+    read_only: dict[str, str] = Field(default_factory=dict, description="protected files shown for reference")
+    history: list[str] = Field(default_factory=list, description="one line per idea tried, with its outcome")
+
+
+class CodeIdea(BaseModel):
+    """A structural idea as a model answers it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["CODE", "ALGO"]
+    title: str
+    rationale: str
+    expected_effect: str
+    risk: Literal["low", "medium", "high"]
+    diff: str = Field(description="unified diff against the code shown, paths relative to the paper folder")
+
+
+class CodeIdeas(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ideas: list[CodeIdea]
+
+
+class ObjectiveReadingRequest(BaseModel):
+    """The paper's documents and the task card's known fields; the model fills in the missing ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign: str
+    files: list[str]
+    documents: dict[str, str] = Field(description="path -> text of the paper text and README files")
+    known: dict[str, Any] = Field(default_factory=dict, description="fields the task card already gives")
+    missing: list[str] = Field(default_factory=list)
+
+
+class SecondaryMetric(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    tolerance: float = Field(description="tolerated relative worsening, 0.05 = 5%")
+
+
+class ObjectiveReading(BaseModel):
+    """The rubric as a model reads it from the paper, with the sentence the reported number comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str
+    method: str
+    primary_metric: str
+    direction: Literal["minimize", "maximize"]
+    reported_value: float
+    reported_quote: str = Field(description="the sentence or table row of the paper that states reported_value")
+    train_command: str
+    evaluate_command: str
+    protected_paths: list[str]
+    secondary_metrics: list[SecondaryMetric]
+
+
+# ---------------------------------------------------------------- thoughts: answers with their record
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CallScope:
+    """Who asks, about which decision, and what the campaign's model calls have used so far."""
+
+    agent: str
+    campaign: str
+    scope: str
+    tokens_used: int = 0
+    cost_used: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Why the no-model brain answered instead of the model; permanent ones stop further calls."""
+
+    kind: str
+    reason: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class Thought(Generic[T]):
+    answer: T
+    brain: str
+    calls: tuple[ModelCalled, ...] = ()
+    fallback: Fallback | None = None
+
+    def events(self, scope: CallScope, purpose: str) -> list[Event]:
+        """The record to commit with the decision: every call, then the fallback if one was taken."""
+        recorded: list[Event] = list(self.calls)
+        if self.fallback is not None:
+            recorded.append(
+                BrainFellBack(
+                    campaign=scope.campaign,
+                    agent=scope.agent,
+                    purpose=purpose,
+                    kind=self.fallback.kind,
+                    reason=self.fallback.reason,
+                    permanent=self.fallback.permanent,
+                )
+            )
+        return recorded
+
+
+@dataclass
+class ModelLedger:
+    """Tokens and money a campaign's model calls have used, each recorded call counted once."""
+
+    tokens: int = 0
+    cost: float = 0.0
+    counted: set[str] = field(default_factory=set)
+
+    def add(self, event: ModelCalled) -> None:
+        if event.event_id is not None:
+            # A service folds its own calls when it commits them and again when they come back on the bus.
+            if str(event.event_id) in self.counted:
+                return
+            self.counted.add(str(event.event_id))
+        self.tokens += event.prompt_tokens + event.completion_tokens
+        self.cost += event.cost
+
+    def scope(self, agent: str, campaign: str, scope: str) -> CallScope:
+        return CallScope(agent=agent, campaign=campaign, scope=scope, tokens_used=self.tokens, cost_used=self.cost)
+
+
 class Brain(Protocol):
     name: str
 
     def propose_ideas(self, request: IdeationRequest) -> list[Idea]: ...
 
     def propose_repair(self, failure: RepairRequest) -> RepairSuggestion | None: ...
+
+
+class ThinkingBrain(Brain, Protocol):
+    """A brain that may consult a model; every answer comes with the record of how it was reached."""
+
+    uses_model: bool
+
+    def selected(self, agent: str, campaign: str) -> BrainSelected: ...
+
+    def unavailable(self, scope: CallScope) -> Fallback | None: ...
+
+    def think_code_ideas(self, request: CodeIdeationRequest, scope: CallScope) -> Thought[list[CodeIdea]]: ...
+
+    def think_code_revision(self, request: CodeIdeationRequest, idea: CodeIdea, error: str, scope: CallScope) -> Thought[CodeIdea | None]: ...
+
+    def think_repair(self, failure: RepairRequest, scope: CallScope) -> Thought[RepairSuggestion | None]: ...
+
+    def think_objective(self, request: ObjectiveReadingRequest, scope: CallScope) -> Thought[ObjectiveReading | None]: ...
+
+
+def uses_model(brain: object) -> bool:
+    return bool(getattr(brain, "uses_model", False))
 
 
 # ---------------------------------------------------------------- failure signatures
@@ -81,9 +249,11 @@ SIGNATURE_MAX_CHARS = 300
 
 def failure_signature(text: str) -> str:
     """A stable key for a failure: its last exception line with run-specific details removed."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("[output truncated")]
     if not lines:
         return "no output"
+    if lines[-1].startswith("[killed after"):
+        return _normalise(lines[-1])  # the sandbox's time-limit note says more than any warning above it
     line = next((line for line in reversed(lines) if _EXCEPTION_LINE.match(line)), lines[-1])
     missing = _MISSING_MODULE.search(line)
     if missing:
@@ -210,6 +380,7 @@ class NoModelBrain:
     """Optuna TPE for parameter ideas, a rule table for repairs; no model, fully deterministic."""
 
     name = "no-model"
+    uses_model = False
 
     def propose_ideas(self, request: IdeationRequest) -> list[Idea]:
         objective = request.objective
@@ -261,3 +432,20 @@ class NoModelBrain:
 
     def propose_repair(self, failure: RepairRequest) -> RepairSuggestion | None:
         return rule_based_repair(failure)
+
+    # The questions only a model can answer get an empty answer, with no call made.
+
+    def unavailable(self, scope: CallScope) -> Fallback | None:
+        return Fallback("no-model", "no model is configured", permanent=True)
+
+    def think_code_ideas(self, request: CodeIdeationRequest, scope: CallScope) -> Thought[list[CodeIdea]]:
+        return Thought([], self.name)
+
+    def think_code_revision(self, request: CodeIdeationRequest, idea: CodeIdea, error: str, scope: CallScope) -> Thought[CodeIdea | None]:
+        return Thought(None, self.name)
+
+    def think_repair(self, failure: RepairRequest, scope: CallScope) -> Thought[RepairSuggestion | None]:
+        return Thought(rule_based_repair(failure), self.name)
+
+    def think_objective(self, request: ObjectiveReadingRequest, scope: CallScope) -> Thought[ObjectiveReading | None]:
+        return Thought(None, self.name)

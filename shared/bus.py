@@ -1,4 +1,5 @@
-"""The bus: JetStream streams, the artifact store, and the embedded nats-server for one machine."""
+"""The bus: connections with a service's own credentials, JetStream streams (replicated on a
+cluster), the artifact store, and the embedded nats-server for one machine."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import subprocess
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
 
+from shared.settings import Settings, server_urls
 from shared.subjects import Subjects
 
 EVENTS_DUPLICATE_WINDOW = 15 * 60.0  # seconds a publisher's Nats-Msg-Id is remembered
@@ -57,7 +60,8 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
 
 
 async def ensure_topology(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
-    """Declare the streams and the artifact bucket; safe to call from every service at start."""
+    """Declare the streams and the artifact bucket; safe to call from every service at start.
+    Existing streams are left as they are: changing their replicas is an operator's decision."""
     for config in stream_configs(subjects, replicas):
         try:
             await js.stream_info(config.name)
@@ -70,13 +74,39 @@ async def ensure_topology(js: JetStreamContext, subjects: Subjects, replicas: in
         await js.object_store(subjects.artifacts_bucket)
     except NotFoundError:
         try:
-            await js.create_object_store(subjects.artifacts_bucket)
+            await js.create_object_store(subjects.artifacts_bucket, config=ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas))
         except BadRequestError:
             await js.object_store(subjects.artifacts_bucket)
 
 
-async def connect(url: str, name: str) -> Client:
-    return await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+def client_auth(settings: Settings) -> dict[str, Any]:
+    """nats-py connect() arguments for the settings' credentials (none: an open server)."""
+    if settings.nats_creds is not None:
+        return {"user_credentials": str(settings.nats_creds)}
+    if settings.nats_nkey_seed is not None:
+        return {"nkeys_seed": str(settings.nats_nkey_seed)}
+    if settings.nats_user:
+        return {"user": settings.nats_user, "password": settings.nats_password.get_secret_value()}
+    return {}
+
+
+def broker_security(settings: Settings) -> Any:
+    """The same credentials for a FastStream NatsBroker."""
+    from faststream.nats.security import NatsCredentials, NatsNKey, NatsUserPassword
+
+    if settings.nats_creds is not None:
+        return NatsCredentials.from_file(settings.nats_creds)
+    if settings.nats_nkey_seed is not None:
+        return NatsNKey(settings.nats_nkey_seed)
+    if settings.nats_user:
+        return NatsUserPassword(settings.nats_user, settings.nats_password.get_secret_value())
+    return None
+
+
+async def connect(url: str | list[str], name: str, **auth: Any) -> Client:
+    """A long-lived client that reconnects forever, to any server of the list (comma-separated or a list)."""
+    servers = server_urls(url) if isinstance(url, str) else url
+    return await nats.connect(servers, name=name, connect_timeout=5, max_reconnect_attempts=-1, reconnect_time_wait=0.5, **auth)
 
 
 class Artifacts:
@@ -123,33 +153,64 @@ def free_port() -> int:
 
 
 class EmbeddedNats:
-    """A private nats-server with JetStream, storing under a data directory."""
+    """A private nats-server with JetStream, storing under a data directory.
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    With `config`, the server reads that configuration file (accounts, permissions, cluster);
+    the port and store directory given here still override the file's, so several servers
+    can run side by side on loopback. `env` supplies the variables a configuration refers to.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        config: Path | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "nats",
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.config = config
+        self.extra_args = list(extra_args or [])
+        self.env = env
+        self.name = name
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> str:
-        store = self.data_dir / "nats"
-        store.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}-server.log"
+
+    def command(self) -> list[str]:
+        store = self.data_dir / self.name
+        config = ["-c", str(self.config)] if self.config else []
+        return [nats_server_binary(), *config, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store), *self.extra_args]
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve."""
+        (self.data_dir / self.name).mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        environment = {**os.environ, **self.env} if self.env is not None else None
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
+
+    def start(self, timeout: float = 20.0, auth: dict[str, Any] | None = None) -> str:
+        """Start and wait until JetStream answers (with `auth` on a server that requires it)."""
+        self.launch()
+        self.wait_ready(timeout, auth)
+        return self.url
+
+    def wait_ready(self, timeout: float = 20.0, auth: dict[str, Any] | None = None) -> None:
+        assert self.process is not None, "not launched"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.data_dir / 'nats-server.log'}")
-            if asyncio.run(_jetstream_ready(self.url)):
-                return self.url
+                raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
+            if asyncio.run(_jetstream_ready(self.url, auth or {})):
+                return
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not accept connections within {timeout} s")
@@ -163,14 +224,23 @@ class EmbeddedNats:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine would stop."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
 
 async def _ignore(error: Exception) -> None:
     """Refused connections while the server starts are expected; the caller polls again."""
 
 
-async def _jetstream_ready(url: str) -> bool:
+async def _jetstream_ready(url: str, auth: dict[str, Any] | None = None) -> bool:
     try:
-        client = await nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=0, allow_reconnect=False, error_cb=_ignore)
+        # nats-py retries a refused first connection without end (even with reconnects off): bound it
+        client = await asyncio.wait_for(
+            nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=1, allow_reconnect=False, error_cb=_ignore, **(auth or {})), 2.0
+        )
     except Exception:
         return False
     try:

@@ -441,6 +441,13 @@ def command_replay(args: argparse.Namespace) -> int:
     subjects = Subjects(env_namespace())
     try:
         with bus_for_reading(env_data_dir(args.data_dir)) as url:
+            if args.verify:
+                from shared.brains.replay import verify_campaign
+                from shared.settings import Settings
+
+                report = asyncio.run(verify_campaign(url, Settings(), args.campaign))
+                sys.stdout.write(report.text())
+                return EXIT_OK if report.ok else EXIT_FAILED
             events = asyncio.run(campaign_events(url, subjects, args.campaign))
     except FileNotFoundError as error:
         return fail(str(error))
@@ -573,6 +580,7 @@ def parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="rebuild a campaign's summary from its events")
     replay.add_argument("campaign")
     replay.add_argument("--data-dir")
+    replay.add_argument("--verify", action="store_true", help="re-run the decisions over the recorded inputs and answers, and compare event by event")
     replay.set_defaults(handler=command_replay)
 
     events = commands.add_parser("events", help="a campaign's events as JSON lines, in stream order")

@@ -85,6 +85,18 @@ class LabelCanary(LabelColumn):
     seed: int
 
 
+class ObjectiveRules(BaseModel):
+    """Machine-checkable forms of the paper's constraints (R7), from the task card's [objective.rules]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    forbidden_params: list[str] = Field(default_factory=list, description="parameters no idea may set")
+    min_params: dict[str, float] = Field(default_factory=dict, description="parameter -> smallest value allowed")
+    max_params: dict[str, float] = Field(default_factory=dict, description="parameter -> largest value allowed")
+    forbidden_files: list[str] = Field(default_factory=list, description="files or folders no patch may touch")
+    forbidden_patterns: list[str] = Field(default_factory=list, description="regular expressions no added patch line may match")
+
+
 class Objective(BaseModel):
     """The rubric a campaign is judged by, frozen before optimisation starts."""
 
@@ -107,6 +119,7 @@ class Objective(BaseModel):
     baseline_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     search_space: dict[str, ParameterSpec] = Field(default_factory=dict)
     test_labels: LabelColumn | None = None
+    rules: ObjectiveRules | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -134,6 +147,18 @@ class Idea(BaseModel):
     patch: str | None = Field(default=None, description="unified diff against the snapshot")
     rationale: str = ""
     risk: Literal["low", "medium", "high"] = "low"
+    expected_effect: str = ""
+
+
+class IdeaBase(BaseModel):
+    """The code and parameters new ideas build on: the best so far, or a structural idea on honeymoon."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    idea_id: str | None = Field(default=None, description="None: the paper's own code and parameters")
+    params: dict[str, Any] = Field(default_factory=dict)
+    patch: str | None = Field(default=None, description="unified diff against the snapshot")
+    value: float | None = None
 
 
 class WorkItem(BaseModel):
@@ -156,6 +181,8 @@ class WorkItem(BaseModel):
     timeout_seconds: float
     pool: str = "cpu"
     canary: LabelCanary | None = None
+    gpus: int = Field(default=0, ge=0, description="accelerators the job needs; a runner with fewer never runs it")
+    gpu_type: str | None = Field(default=None, description="the accelerator model the job needs, when it matters")
 
 
 # ---------------------------------------------------------------- scheduler
@@ -197,6 +224,8 @@ class IdeasRequested(Event):
     event_type: Literal["IdeasRequested"] = "IdeasRequested"
     count: int
     round: int
+    structural: int = Field(default=0, description="how many of the ideas should be CODE or ALGO changes (the Leap rule)")
+    base: IdeaBase | None = Field(default=None, description="what the ideas build on")
 
 
 class BestUpdated(Event):
@@ -300,12 +329,17 @@ class BaselineRequested(Event):
 
 # ---------------------------------------------------------------- fix
 
+# install_package <requirement>; pin_requirement <requirement with an upper bound>; relax_requirement
+# <name> (drop its version pin); force_cpu <device literal>; relink_path <missing>=<snapshot path>;
+# reduce_batch_size <divisor>; extend_timeout <factor>
+RepairAction = Literal["install_package", "pin_requirement", "relax_requirement", "force_cpu", "relink_path", "reduce_batch_size", "extend_timeout"]
+
 
 class RepairProposed(Event):
     owner: ClassVar[str] = "fix"
     event_type: Literal["RepairProposed"] = "RepairProposed"
     signature: str
-    action: Literal["install_package"]
+    action: RepairAction
     argument: str
     from_memory: bool = False
 
@@ -336,6 +370,18 @@ class BudgetExhausted(Event):
     limit: float
 
 
+class SupervisoryAction(Event):
+    """The monitor's answer to a dead end: the same failure again and again, or no progress for too long."""
+
+    owner: ClassVar[str] = "monitor"
+    event_type: Literal["SupervisoryAction"] = "SupervisoryAction"
+    action: Literal["continue", "resume", "fallback", "terminate", "rollback"]
+    trigger: Literal["repeated_failure", "no_progress"]
+    reason: str
+    signature: str | None = None
+    experiment_ids: list[str] = Field(default_factory=list)
+
+
 # ---------------------------------------------------------------- ideator
 
 
@@ -354,6 +400,8 @@ class ProtectionEstablished(Event):
     owner: ClassVar[str] = "supervisor"
     event_type: Literal["ProtectionEstablished"] = "ProtectionEstablished"
     protected_files: dict[str, str] = Field(description="relative path -> sha256 at baseline")
+    evaluation_imports: list[str] = Field(default_factory=list, description="top-level modules the protected code imports")
+    shadow_guards: list[str] = Field(default_factory=list, description="paths that must not exist after a run: a module there would shadow one the evaluation imports")
 
 
 class IdeaCleared(Event):
@@ -396,6 +444,7 @@ class VerificationDispatched(Event):
     idea_id: str
     arm: Arm
     seed: int
+    canary: bool = Field(default=False, description="a leakage-canary run: the test labels are permuted before training")
 
 
 class SotaCertified(Event):
@@ -417,6 +466,7 @@ class SotaCertified(Event):
     p_value: float
     alpha: float
     secondary_means: dict[str, dict[str, float]] = Field(default_factory=dict)
+    checks: dict[str, Any] = Field(default_factory=dict, description="the other checks passed before certification, with their numbers")
 
 
 class SotaRefuted(Event):
@@ -432,6 +482,7 @@ class SotaRefuted(Event):
     statistic: float
     p_value: float
     alpha: float
+    evidence: dict[str, Any] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- runner
@@ -457,6 +508,7 @@ class JobCompleted(Event):
     duration_seconds: float
     output_tail: str
     canary_sha256: str | None = Field(default=None, description="hash of the permuted label file, for a canary run")
+    created_files: dict[str, str] = Field(default_factory=dict, description="files the run left that the snapshot did not hold, outside outputs/: path -> sha256")
 
     @field_validator("metrics")
     @classmethod
@@ -471,12 +523,112 @@ class JobFailed(Event):
     experiment_id: str
     purpose: Purpose
     runner: str
-    stage: Literal["prepare", "train", "evaluate", "metrics"]
+    stage: Literal["prepare", "train", "evaluate", "metrics", "dead_letter"]
     reason: str
     signature: str
     exit_code: int | None = None
     output_tail: str = ""
     duration_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- the optimisation loop's structural decisions
+
+
+class LeapStarted(Event):
+    """The Leap rule: after several PARAM ideas in a row, the next request asks for a structural idea."""
+
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["LeapStarted"] = "LeapStarted"
+    round: int
+    after_param_ideas: list[str]
+    reason: str
+
+
+class HoneymoonStarted(Event):
+    """A structural idea that does not beat the best becomes the base for a few follow-ups."""
+
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["HoneymoonStarted"] = "HoneymoonStarted"
+    idea_id: str
+    value: float
+    best_value: float
+    follow_ups: int
+    reason: str
+
+
+class RolledBack(Event):
+    """The honeymoon's follow-ups did not beat the best: new ideas build on the best again."""
+
+    owner: ClassVar[str] = "scheduler"
+    event_type: Literal["RolledBack"] = "RolledBack"
+    from_idea_id: str
+    to_idea_id: str | None = Field(description="None: the paper's own code and parameters")
+    to_value: float | None = None
+    follow_ups_tried: list[str]
+    reason: str
+
+
+class IdeaDropped(Event):
+    """A model's idea the ideator could not turn into a runnable change (its diff did not apply)."""
+
+    owner: ClassVar[str] = "ideator"
+    event_type: Literal["IdeaDropped"] = "IdeaDropped"
+    idea: Idea
+    round: int
+    reason: str
+    error: str
+
+
+# ---------------------------------------------------------------- brains (any agent that thinks with a model)
+
+
+class ModelCalled(Event):
+    """One exchange with a model, recorded with the decision it informed so replay can answer from it."""
+
+    owner: ClassVar[str] = "*"
+    event_type: Literal["ModelCalled"] = "ModelCalled"
+    agent: str
+    purpose: str
+    call_key: str = Field(description="stable name of the call within its decision; replay looks answers up by it")
+    backend: str
+    model: str
+    prompt_sha256: str = Field(description="sha256 of the prompt's canonical JSON; the artifact key when the prompt is not inline")
+    prompt_chars: int
+    prompt: str | None = Field(default=None, description="the prompt's canonical JSON when short; else in the artifact store")
+    answer: str | None = None
+    outcome: Literal["answered", "invalid", "failed"]
+    error_kind: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_seconds: float = 0.0
+    cost: float = 0.0
+    retry_after_seconds: float | None = None
+
+
+class BrainSelected(Event):
+    """The model an agent thinks with in this campaign, and the budgets it respects."""
+
+    owner: ClassVar[str] = "*"
+    event_type: Literal["BrainSelected"] = "BrainSelected"
+    agent: str
+    brain: str
+    backend: str
+    model: str
+    token_budget: int | None = None
+    cost_budget: float | None = None
+
+
+class BrainFellBack(Event):
+    """An agent answered with the no-model brain instead of its model, and why."""
+
+    owner: ClassVar[str] = "*"
+    event_type: Literal["BrainFellBack"] = "BrainFellBack"
+    agent: str
+    purpose: str
+    kind: str
+    reason: str
+    permanent: bool
 
 
 # ---------------------------------------------------------------- every service
@@ -502,7 +654,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BaselineRequested, RepairProposed, RepairExhausted, StallDetected, BudgetExhausted,
         IdeasProposed, ProtectionEstablished, IdeaCleared, IdeaRejected, ResultValidated,
         ResultRejected, VerificationDispatched, SotaCertified, SotaRefuted, JobStarted,
-        JobCompleted, JobFailed, MessageRejected,
+        JobCompleted, JobFailed, MessageRejected, SupervisoryAction,
+        LeapStarted, HoneymoonStarted, RolledBack, IdeaDropped, ModelCalled, BrainSelected, BrainFellBack,
     )
 }
 

@@ -19,6 +19,7 @@ from typing import IO, Any, TypeVar
 import nats
 
 from shared.bus import EmbeddedNats
+from shared.settings import server_urls
 from shared.subjects import SERVICES, Subjects
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -92,11 +93,17 @@ def off_loop(function: Callable[[], T]) -> T:
     return outcome["value"]  # type: ignore[no-any-return]
 
 
-async def ready_instances(url: str, subjects: Subjects, instances: Iterable[str], timeout: float = 0.5) -> set[str]:
+async def ready_instances(url: str, subjects: Subjects, instances: Iterable[str], timeout: float = 0.5, auth: dict[str, Any] | None = None) -> set[str]:
     """The instances that answer their health request with ready=true."""
     import json
 
-    client = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False, error_cb=_quietly)
+    try:
+        # nats-py retries a refused first connection without end (even with reconnects off): bound it
+        client = await asyncio.wait_for(
+            nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1, allow_reconnect=False, error_cb=_quietly, **(auth or {})), 5.0
+        )
+    except Exception:  # noqa: BLE001 - an unreachable server: nobody is ready
+        return set()
     ready: set[str] = set()
     try:
         for instance in instances:
@@ -141,7 +148,12 @@ class Stack:
         max_restarts: int = 5,
         stop_grace: float = 10.0,
         extra_env: dict[str, str] | None = None,
+        instance_env: dict[str, dict[str, str]] | None = None,
+        client_auth: dict[str, Any] | None = None,
     ) -> None:
+        """`nats_url` may list several servers separated by commas. `instance_env` adds variables
+        to one instance's environment (its own NATS credentials, say); `client_auth` are the
+        nats-py credentials of the stack's own readiness probes."""
         self.data_dir = Path(data_dir).resolve()
         self.namespace = namespace
         self.subjects = Subjects(namespace)
@@ -149,6 +161,8 @@ class Stack:
         self.max_restarts = max_restarts
         self.stop_grace = stop_grace
         self.extra_env = dict(extra_env or {})
+        self.instance_env = {name: dict(env) for name, env in (instance_env or {}).items()}
+        self.client_auth = dict(client_auth or {})
         self.nats: EmbeddedNats | None = None
         self._external_url = nats_url
         self.processes: dict[str, ServiceProcess] = {
@@ -236,7 +250,7 @@ class Stack:
         deadline = time.monotonic() + limit
         pending = set(wanted)
         while pending and time.monotonic() < deadline:
-            pending -= off_loop(lambda: asyncio.run(ready_instances(self.url, self.subjects, sorted(pending))))
+            pending -= off_loop(lambda: asyncio.run(ready_instances(self.url, self.subjects, sorted(pending), auth=self.client_auth)))
             if pending <= set(self.failed_for_good()):
                 break  # nothing left that could still come up
             if pending:
@@ -297,6 +311,7 @@ class Stack:
         if service_of(instance) == "runner":
             env["AUTOSOTA_RUNNER_NAME"] = instance
         env.update(self.extra_env)
+        env.update(self.instance_env.get(instance, {}))
         return env
 
     def _spawn(self, instance: str) -> None:

@@ -45,10 +45,18 @@ from shared.contracts import (
     StallDetected,
     VerificationDispatched,
     BaselineRequested,
+    BrainFellBack,
+    BrainSelected,
+    HoneymoonStarted,
+    IdeaDropped,
+    LeapStarted,
+    ModelCalled,
+    RolledBack,
 )
 
 PURPOSES = ("baseline", "idea", "verification")
 DETAIL_LIMIT = 200
+EVIDENCE_LIMIT = 4000
 # Chatty events the live progress leaves out; the report's timeline still lists them.
 QUIET_IN_PROGRESS = frozenset({"JobStarted", "IdeaCleared"})
 
@@ -94,6 +102,7 @@ class Refutation:
     rule: str
     reason: str
     p_value: float
+    evidence: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -121,6 +130,15 @@ class CampaignSummary:
     idea_experiments: int | None = None
     dead_letters: int = 0
     dead_letter_reasons: list[str] = field(default_factory=list)
+    failed_experiments: set[str] = field(default_factory=set)
+    brains: dict[str, str] = field(default_factory=dict)
+    model_calls: Counter[str] = field(default_factory=Counter)
+    model_tokens: int = 0
+    model_cost: float = 0.0
+    model_failures: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+    dropped_ideas: list[Rejection] = field(default_factory=list)
+    loop_decisions: list[str] = field(default_factory=list)
 
     @classmethod
     def from_events(cls, events: list[Event], campaign: str | None = None) -> CampaignSummary:
@@ -153,11 +171,13 @@ class CampaignSummary:
             self.experiments[event.purpose].validated += 1
         elif isinstance(event, ResultRejected):
             counts = self.experiments[event.purpose]
-            counts.rejected += 1
+            # A failed run that tried to tamper is counted once, as failed, and its rule is still shown.
+            counts.rejected += 0 if event.experiment_id in self.failed_experiments else 1
             counts.rejected_rules[event.rule] += 1
             self.result_rejections.append(Rejection(event.experiment_id, event.rule, event.evidence))
         elif isinstance(event, JobFailed):
             self.experiments[event.purpose].failed += 1
+            self.failed_experiments.add(event.experiment_id)
         elif isinstance(event, BestUpdated):
             self.best.append(BestStep(event.idea_id, event.experiment_id, event.value, event.previous_value, event.params))
         elif isinstance(event, IdeasProposed):
@@ -170,14 +190,39 @@ class CampaignSummary:
         elif isinstance(event, SotaCertified):
             self.certified = event
         elif isinstance(event, SotaRefuted):
-            self.refutations.append(Refutation(event.idea_id, event.rule, event.reason, event.p_value))
+            self.refutations.append(Refutation(event.idea_id, event.rule, event.reason, event.p_value, event.evidence))
         elif isinstance(event, CampaignCompleted):
             self.outcome = event.outcome
             self.outcome_reason = event.reason
             self.idea_experiments = event.idea_experiments
+        elif isinstance(event, BrainSelected | BrainFellBack | ModelCalled | IdeaDropped | LeapStarted | HoneymoonStarted | RolledBack):
+            self._apply_thinking(event)
         elif isinstance(event, MessageRejected):
             self.dead_letters += 1
             self.dead_letter_reasons.append(f"{event.producer}: {one_line(event.reason)}")
+
+    def _apply_thinking(self, event: Event) -> None:
+        """What the brains did: which model, its calls and cost, its fallbacks, the loop's structural decisions."""
+        if isinstance(event, BrainSelected):
+            budgets = []
+            if event.token_budget is not None:
+                budgets.append(f"token budget {event.token_budget}")
+            if event.cost_budget is not None:
+                budgets.append(f"cost budget ${event.cost_budget:g}")
+            self.brains[event.agent] = event.brain + (f" ({', '.join(budgets)})" if budgets else "")
+        elif isinstance(event, ModelCalled):
+            self.model_calls[event.agent] += 1
+            self.model_tokens += event.prompt_tokens + event.completion_tokens
+            self.model_cost += event.cost
+            if event.outcome == "failed":
+                self.model_failures.append(f"{event.agent} {event.call_key}: {event.error_kind}: {one_line(event.error or '')}")
+        elif isinstance(event, BrainFellBack):
+            scope = "from then on" if event.permanent else "for this answer"
+            self.fallbacks.append(f"{event.agent} ({event.purpose}) fell back to the no-model brain {scope}: {one_line(event.reason)}")
+        elif isinstance(event, IdeaDropped):
+            self.dropped_ideas.append(Rejection(event.idea.idea_id, "dropped", {"reason": event.reason, "error": event.error}))
+        elif isinstance(event, LeapStarted | HoneymoonStarted | RolledBack):
+            self.loop_decisions.append(f"{event.event_type}: {one_line(event.reason)}")
 
 
 def unique(events: list[Event]) -> list[Event]:
@@ -285,7 +330,7 @@ def describe(event: Event) -> str:  # noqa: C901, PLR0911, PLR0912 - one branch 
     elif isinstance(event, CandidateNominated):
         text = f"{event.idea_id} attempt {event.attempt}, screening {number(event.screening_value)}"
     elif isinstance(event, VerificationDispatched):
-        text = f"{event.experiment_id} ({event.arm}, seed {event.seed})"
+        text = f"{event.experiment_id} ({event.arm}, seed {event.seed}{', leakage canary' if event.canary else ''})"
     elif isinstance(event, SotaCertified):
         text = (
             f"{event.idea_id}: {number(event.candidate_mean)} vs {number(event.baseline_mean)}, "
@@ -295,6 +340,17 @@ def describe(event: Event) -> str:  # noqa: C901, PLR0911, PLR0912 - one branch 
         text = f"{event.idea_id} rule {event.rule}: {event.reason}"
     elif isinstance(event, CampaignCompleted):
         text = f"{event.outcome}: {event.reason} ({event.idea_experiments} idea experiments)"
+    elif isinstance(event, ModelCalled):
+        failure = f" {event.error_kind}: {event.error}" if event.outcome != "answered" else ""
+        text = f"{event.agent} {event.purpose} {event.call_key} on {event.backend}:{event.model}: {event.outcome}{failure} ({event.prompt_tokens}+{event.completion_tokens} tokens, {event.latency_seconds:.1f} s)"
+    elif isinstance(event, BrainSelected):
+        text = f"{event.agent} thinks with {event.brain}" + (f", token budget {event.token_budget}" if event.token_budget is not None else "") + (f", cost budget ${event.cost_budget:g}" if event.cost_budget is not None else "")
+    elif isinstance(event, BrainFellBack):
+        text = f"{event.agent} {event.purpose} -> no-model ({event.kind}{', permanent' if event.permanent else ''}): {event.reason}"
+    elif isinstance(event, IdeaDropped):
+        text = f"{event.idea.idea_id} {event.idea.kind}: {event.reason}: {event.error}"
+    elif isinstance(event, LeapStarted | HoneymoonStarted | RolledBack):
+        text = event.reason
     elif isinstance(event, MessageRejected):
         text = f"{event.subject}: {event.reason}"
     else:
@@ -351,14 +407,48 @@ def render_text(summary: CampaignSummary) -> str:
         )
         lines.append(f"              gain vs reproduced {signed(c.gain_vs_reproduced)}, gain vs reported {signed(c.gain_vs_reported)} (reported {number(c.reported_value)})")
         lines.append(f"              {c.test}: statistic {number(c.statistic)}, p={number(c.p_value)}, alpha {number(c.alpha)}")
+        if c.checks:
+            lines.append(f"              checks: {checks_text(c.checks)}")
     outcome = f"{summary.outcome}: {one_line(summary.outcome_reason or '')}" if summary.outcome else "running (no CampaignCompleted yet)"
     lines.append(f"Outcome       {outcome}")
+    lines += thinking_lines(summary)
     lines.append(f"Dead letters  {summary.dead_letters}")
     lines.append(f"Events        {summary.event_count}")
     return "\n".join(lines) + "\n"
 
 
+def thinking_lines(summary: CampaignSummary) -> list[str]:
+    """The brains' part of the summary; nothing for a campaign that never had a model."""
+    lines = [f"Brain         {agent}: {brain}" for agent, brain in sorted(summary.brains.items())]
+    if summary.model_calls:
+        per_agent = ", ".join(f"{agent} {count}" for agent, count in sorted(summary.model_calls.items()))
+        lines.append(f"Model calls   {sum(summary.model_calls.values())} ({per_agent}), {summary.model_tokens} tokens, ${summary.model_cost:.4f}")
+    lines += [f"Fell back     {one_line(text)}" for text in summary.fallbacks]
+    lines += [f"Loop          {text}" for text in summary.loop_decisions]
+    return lines
+
+
 # ---------------------------------------------------------------- the report file
+
+
+def checks_text(checks: dict[str, Any]) -> str:
+    """The certification checks in one line: each passed check with its deciding number."""
+    parts = []
+    for name, result in sorted(checks.items()):
+        retained = result.get("retained") if isinstance(result, dict) else None
+        detail = f" (kept {retained:.0%} of its advantage on shuffled labels)" if isinstance(retained, float) else ""
+        parts.append(f"{name.replace('_', ' ')} passed{detail}")
+    return "; ".join(parts)
+
+
+def evidence_blocks(kind: str, items: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Each rejection's full evidence, so hashes, paths and statistics are readable in the report."""
+    out: list[str] = []
+    for subject, rule, evidence in items:
+        text = json.dumps(evidence, sort_keys=True, indent=1, default=str)
+        text = text if len(text) <= EVIDENCE_LIMIT else text[:EVIDENCE_LIMIT] + "\n..."
+        out += [f"### {kind} {subject}: rule {rule}", "", "```json", text, "```", ""]
+    return out
 
 
 def cell(text: str) -> str:
@@ -385,6 +475,7 @@ def render_markdown(summary: CampaignSummary, events: list[Event]) -> str:
             f"- {c.test}: statistic {number(c.statistic)}, p = {number(c.p_value)}, alpha = {number(c.alpha)}",
         ]
         out += [f"- secondary {name}: {compact(means)}" for name, means in sorted(c.secondary_means.items())]
+        out += [f"- check {name}: `{compact(result)}`" for name, result in sorted(c.checks.items())]
         if c.patch:
             out += ["", "```diff", c.patch.rstrip("\n"), "```"]
         out.append("")
@@ -392,10 +483,23 @@ def render_markdown(summary: CampaignSummary, events: list[Event]) -> str:
         out += ["## Refuted candidates", "", "| idea | rule | p | reason |", "|---|---|---|---|"]
         out += [f"| {cell(r.idea_id)} | {cell(r.rule)} | {number(r.p_value)} | {cell(r.reason)} |" for r in summary.refutations]
         out.append("")
+        out += evidence_blocks("refuted", [(r.idea_id, r.rule, r.evidence) for r in summary.refutations if r.evidence])
     if summary.result_rejections or summary.idea_rejections:
         out += ["## Rejections", "", "| kind | id | rule | evidence |", "|---|---|---|---|"]
         out += [f"| result | {cell(r.subject_id)} | {cell(r.rule)} | `{cell(compact(r.evidence))}` |" for r in summary.result_rejections]
         out += [f"| idea | {cell(r.subject_id)} | {cell(r.rule)} | `{cell(compact(r.evidence))}` |" for r in summary.idea_rejections]
+        out.append("")
+        out += evidence_blocks("result", [(r.subject_id, r.rule, r.evidence) for r in summary.result_rejections])
+        out += evidence_blocks("idea", [(r.subject_id, r.rule, r.evidence) for r in summary.idea_rejections])
+    if summary.brains or summary.fallbacks or summary.dropped_ideas or summary.loop_decisions:
+        out += ["## Models and structural decisions", ""]
+        out += [f"- {cell(agent)} thinks with {cell(brain)}" for agent, brain in sorted(summary.brains.items())]
+        if summary.model_calls:
+            out.append(f"- {sum(summary.model_calls.values())} model calls, {summary.model_tokens} tokens, ${summary.model_cost:.4f}; every call is a ModelCalled event below")
+        out += [f"- failed call: {cell(text)}" for text in summary.model_failures]
+        out += [f"- {cell(text)}" for text in summary.fallbacks]
+        out += [f"- {cell(text)}" for text in summary.loop_decisions]
+        out += [f"- idea {cell(r.subject_id)} dropped: {cell(str(r.evidence.get('reason', '')))}: `{cell(str(r.evidence.get('error', '')))}`" for r in summary.dropped_ideas]
         out.append("")
     if summary.dead_letter_reasons:
         out += ["## Dead letters", ""]

@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from shared.bus import Artifacts, connect, ensure_topology
+from shared.bus import Artifacts, broker_security, client_auth, connect, ensure_topology
 from shared.contracts import (
     OWNED_EVENTS,
     ContractError,
@@ -114,9 +114,9 @@ class ServiceRuntime(Generic[State]):
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.nc = await connect(self.settings.nats_url, f"{self.instance}-runtime")
+        self.nc = await connect(self.settings.nats_servers, f"{self.instance}-runtime", **client_auth(self.settings))
         self.js = self.nc.jetstream()
-        await ensure_topology(self.js, self.subjects)
+        await ensure_topology(self.js, self.subjects, self.settings.stream_replicas)
         self._artifacts = Artifacts(self.js, self.subjects.artifacts_bucket)
         self._tasks.append(asyncio.create_task(self._relay_forever(), name=f"{self.instance}-relay"))
 
@@ -193,6 +193,10 @@ class ServiceRuntime(Generic[State]):
             event = parse_event(json.loads(body))
         except (ContractError, ValueError, UnicodeDecodeError) as error:
             self._reject(subject, body, f"malformed message: {error}", tracking)
+            return
+        if event.producer == self.instance:
+            # Our own event coming back: it was folded into our state when we emitted it.
+            self.commit(event.campaign, [], tracking=tracking)
             return
         try:
             self._commit_reaction(event, await react(self._evolved(event), event, self._context()), tracking)
@@ -418,4 +422,11 @@ def asyncapi(broker: NatsBroker, service: str, description: str) -> Any:
 
 
 def make_broker(settings: Settings, service: str) -> NatsBroker:
-    return NatsBroker(settings.nats_url, name=service, logger=log, graceful_timeout=30.0, max_reconnect_attempts=-1)
+    return NatsBroker(
+        settings.nats_servers,
+        name=service,
+        logger=log,
+        graceful_timeout=30.0,
+        max_reconnect_attempts=-1,
+        security=broker_security(settings),
+    )

@@ -3,6 +3,9 @@
 A ledger records what the service observed (incoming events it acts on) and what it emitted
 (events and work items). The service's state for a campaign is a fold over its ledger, so it
 survives restarts; the emitted entries are the outbox that the relay publishes.
+
+Where it lives is chosen by settings alone: a SQLite file per service instance, or a PostgreSQL
+schema per service instance (created on first start) in one shared database.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import ProcessRecorder
 from eventsourcing.utils import get_topic
+
+from shared.settings import Settings
 
 LEDGER_NAMESPACE = uuid5(NAMESPACE_URL, "autosota/ledger")
 EVENT_NAMESPACE = uuid5(NAMESPACE_URL, "autosota/event")
@@ -55,6 +60,8 @@ class ServiceStore(Application[UUID]):
 
     def __init__(self, name: str, env: dict[str, str]) -> None:
         self.name = name
+        if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+            ensure_postgres_schema(env)
         super().__init__(env=env)
         self.recorder: ProcessRecorder
 
@@ -67,16 +74,39 @@ def sqlite_env(path: Path) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path), "SQLITE_LOCK_TIMEOUT": "30"}
 
 
-def postgres_env(service: str) -> dict[str, str]:
-    import os
-
+def postgres_env(instance: str, settings: Settings | None = None) -> dict[str, str]:
+    """The eventsourcing environment of one instance's store: its own schema in the shared database."""
+    settings = settings or Settings()
     return {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
-        "POSTGRES_DBNAME": os.environ.get("POSTGRES_DBNAME", "test"),
-        "POSTGRES_HOST": os.environ.get("POSTGRES_HOST", "127.0.0.1"),
-        "POSTGRES_PORT": os.environ.get("POSTGRES_PORT", "5432"),
-        "POSTGRES_USER": os.environ.get("POSTGRES_USER", "postgres"),
-        "POSTGRES_PASSWORD": os.environ.get("POSTGRES_PASSWORD", ""),
-        "POSTGRES_SCHEMA": service.replace("-", "_"),
+        "POSTGRES_DBNAME": settings.postgres_dbname,
+        "POSTGRES_HOST": settings.postgres_host,
+        "POSTGRES_PORT": str(settings.postgres_port),
+        "POSTGRES_USER": settings.postgres_user,
+        "POSTGRES_PASSWORD": settings.postgres_password.get_secret_value(),
+        "POSTGRES_SCHEMA": settings.postgres_schema(instance),
+        "POSTGRES_POOL_SIZE": str(settings.postgres_pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(settings.postgres_pool_size),
+        "POSTGRES_CONNECT_TIMEOUT": "10",
         "CREATE_TABLE": "true",
     }
+
+
+def ensure_postgres_schema(env: dict[str, str]) -> None:
+    """eventsourcing creates tables but not the schema they live in."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"],
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None,
+        connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")),
+        autocommit=True,
+    ) as connection:
+        try:
+            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+        except psycopg.errors.UniqueViolation:
+            pass  # another instance created it at the same moment

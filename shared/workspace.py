@@ -1,10 +1,12 @@
-"""Snapshots of a paper's folder: packed reproducibly, unpacked into fresh workspaces."""
+"""Snapshots of a paper's folder (packed reproducibly, unpacked into fresh workspaces) and the
+manifest that tells a runner what an environment adds to a workspace."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -111,3 +113,48 @@ def hash_paths(root: Path, protected: list[str]) -> dict[str, str | None]:
         else:
             hashes[entry] = None
     return hashes
+
+
+# ---------------------------------------------------------------- environments
+
+ENVIRONMENT_MANIFEST = "autosota-environment.json"
+
+
+@dataclass(frozen=True)
+class EnvironmentManifest:
+    """What an environment is besides its interpreter: written by init next to the environment's bin/,
+    read by runners. Repairs that change the code (a forced CPU device, a relinked data path, a
+    smaller batch) travel as a patch applied to every workspace; a slow paper as a time factor."""
+
+    spec_sha256: str
+    requirements: tuple[str, ...] = ()
+    repairs: tuple[str, ...] = ()
+    source_patch: str = ""
+    timeout_factor: float = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "requirements": list(self.requirements), "repairs": list(self.repairs)}, sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> EnvironmentManifest:
+        data = json.loads(text)
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known["requirements"] = tuple(known.get("requirements", ()))
+        known["repairs"] = tuple(known.get("repairs", ()))
+        return cls(**known)
+
+
+def read_manifest(environment_bin: str | Path) -> EnvironmentManifest | None:
+    """The manifest of the environment whose bin/ folder is given, if it has one."""
+    path = Path(environment_bin).parent / ENVIRONMENT_MANIFEST
+    try:
+        return EnvironmentManifest.from_json(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_manifest(environment_root: Path, manifest: EnvironmentManifest) -> None:
+    environment_root.mkdir(parents=True, exist_ok=True)
+    partial = environment_root / f".{ENVIRONMENT_MANIFEST}.partial"
+    partial.write_text(manifest.to_json() + "\n")
+    partial.replace(environment_root / ENVIRONMENT_MANIFEST)

@@ -6,7 +6,8 @@ from faststream import FastStream
 
 from services.fix import handlers
 from services.fix.domain import FixDomain
-from shared.brain import Brain, NoModelBrain
+from shared.brain import Brain
+from shared.brains.model import build_brain
 from shared.runtime import ServiceRuntime, build_app, make_broker
 from shared.settings import Settings
 
@@ -15,5 +16,5 @@ def create_app(settings: Settings | None = None, brain: Brain | None = None) -> 
     settings = settings or Settings()
     broker = make_broker(settings, "fix")
     runtime = ServiceRuntime("fix", settings, FixDomain())
-    handlers.register(broker, runtime, brain or NoModelBrain())
+    handlers.register(broker, runtime, brain or build_brain("fix"))
     return build_app(broker, runtime, "Repairs failing environments; remembers across campaigns which repair cured which failure.")

@@ -1,4 +1,4 @@
-"""Thin bus handlers of the fix service: recall past repairs, else ask the brain."""
+"""Thin bus handlers of the fix service: recall past repairs, else apply the rules, else ask the brain."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import asyncio
 
 from faststream.nats import NatsBroker
 
-from services.fix.domain import RELEVANT, FailureMemory, FixState, decide_repair, learn, needs_answer, needs_brain
-from shared.brain import Brain, RepairRequest
+from services.fix import rules
+from services.fix.domain import RELEVANT, FailureMemory, FixState, Repair, decide_repair, learn, needs_answer, needs_brain
+from shared.brain import Brain, RepairRequest, uses_model
+from shared.brains.recording import document_brain_events, offload_prompts
 from shared.contracts import EnvironmentFailed, Event, parse_event
 from shared.runtime import Context, Output, Reaction, ServiceRuntime
 from shared.store import EMITTED_TOPIC, OBSERVED_TOPIC, ServiceStore
@@ -41,18 +43,29 @@ def reaction(brain: Brain, recall: MemoryFromStore) -> Reaction[FixState]:
         if not isinstance(event, EnvironmentFailed) or not needs_answer(state, event):
             return []
         memory = recall.catch_up(ctx.runtime.store)
-        suggestion = None
-        if needs_brain(state, event, memory):
+        candidates = rules.candidates(event.signature, event.error_tail, state.facts)
+        record: list[Event] = []
+        if needs_brain(state, event, memory, candidates):
             request = RepairRequest(signature=event.signature, error_tail=event.error_tail)
-            suggestion = await asyncio.to_thread(brain.propose_repair, request)
-        return list(decide_repair(state, event, memory, suggestion))
+            scope = state.models.scope("fix", event.campaign, f"repair/attempt-{event.attempt}")
+            thought = await asyncio.to_thread(brain.think_repair, request, scope)
+            if thought.answer is not None:
+                candidates.append(Repair(thought.answer.action, thought.answer.argument))
+            selected = [brain.selected("fix", event.campaign)] if uses_model(brain) and not state.brain_selected else []
+            record = [*selected, *thought.events(scope, "repair")]
+
+        def fits(repair: Repair) -> bool:
+            return rules.applicable(repair, event.signature, event.error_tail, state.facts)
+
+        return [*await offload_prompts(record, ctx.artifacts), *decide_repair(state, event, memory, candidates, fits)]
 
     return react
 
 
 def register(broker: NatsBroker, runtime: ServiceRuntime[FixState], brain: Brain) -> None:
+    document_brain_events(broker, runtime.subjects, "fix")
     runtime.subscribe_events(
         broker,
         reaction(brain, MemoryFromStore()),
-        "Consumes EnvironmentFailed and EnvironmentReady; proposes a repair, from memory first.",
+        "Consumes EnvironmentFailed and EnvironmentReady; proposes a repair: from memory first, then by rule, then by the brain.",
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from faststream import FastStream
 
 from services.ideator import handlers
-from services.ideator.domain import IdeatorDomain
-from shared.brain import Brain, NoModelBrain
+from services.ideator.domain import AGENT, IdeatorDomain
+from shared.brain import Brain
+from shared.brains.model import build_brain
 from shared.runtime import ServiceRuntime, build_app, make_broker
 from shared.settings import Settings
 
@@ -15,5 +16,5 @@ def create_app(settings: Settings | None = None, brain: Brain | None = None) -> 
     settings = settings or Settings()
     broker = make_broker(settings, "ideator")
     runtime = ServiceRuntime("ideator", settings, IdeatorDomain())
-    handlers.register(broker, runtime, brain or NoModelBrain())
-    return build_app(broker, runtime, "Proposes optimisation ideas each round, informed by every validated result.")
+    handlers.register(broker, runtime, brain or build_brain(AGENT))
+    return build_app(broker, runtime, "Proposes optimisation ideas each round: parameters by search, structural changes by a model, each recorded.")

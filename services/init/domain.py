@@ -1,4 +1,10 @@
-"""What init decides: which environment a paper needs, and what follows a smoke run or a repair."""
+"""What init decides: which environment a paper needs, and what follows a smoke run or a repair.
+
+The environment's specification is the paper's requirements plus the repairs kept so far. A
+repair is kept when the failure it was proposed for does not come back after it; a repair after
+which the same failure returns, or that could not be applied, is dropped from the specification
+(fix will not propose it again for that failure).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from shared.contracts import (
 )
 
 RELEVANT = frozenset({"ObjectiveSet", "EnvironmentSpecified", "EnvironmentReady", "EnvironmentFailed", "RepairProposed", "RepairExhausted"})
-MAX_ATTEMPTS = 4
+MAX_ATTEMPTS = 6
 
 
 @dataclass
@@ -34,6 +40,7 @@ class InitState:
     failed_final: bool = False
     attempts: int = 0
     repairs: list[str] = field(default_factory=list)
+    trial: tuple[str, str] | None = None  # (signature, repair) being tried
     handled_repairs: set[str] = field(default_factory=set)
 
 
@@ -51,11 +58,18 @@ class InitDomain:
         elif isinstance(event, EnvironmentReady):
             state.ready = True
             state.repairs = list(event.repairs_applied)
+            state.trial = None
         elif isinstance(event, EnvironmentFailed):
             state.attempts = max(state.attempts, event.attempt)
             state.failed_final = state.failed_final or event.final
+            if state.trial is not None:
+                signature, repair = state.trial
+                if event.stage != "repair" and event.signature != signature and repair not in state.repairs:
+                    state.repairs.append(repair)  # it cured its failure; another one showed up
+                state.trial = None
         elif isinstance(event, RepairProposed):
             state.handled_repairs.add(str(event.event_id))
+            state.trial = (event.signature, f"{event.action} {event.argument}")
         return state
 
 
@@ -103,3 +117,11 @@ def after_exhausted(campaign: str, state: InitState, event: RepairExhausted) -> 
     if state.ready or state.failed_final:
         return []
     return [EnvironmentFailed(campaign=campaign, stage="repair", signature=event.signature, error_tail=event.reason, attempt=state.attempts + 1, final=True)]
+
+
+def repairs_to_apply(state: InitState) -> list[str]:
+    """The repairs kept so far and the one on trial, in order."""
+    kept = list(state.repairs)
+    if state.trial is not None and state.trial[1] not in kept:
+        kept.append(state.trial[1])
+    return kept

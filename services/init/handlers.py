@@ -1,4 +1,10 @@
-"""Thin bus handlers of init: build or reuse an environment, smoke-run it, apply repairs."""
+"""Bus handlers of init: build or reuse an environment by its specification, smoke-run it, apply repairs.
+
+An environment is a virtual environment layered over this interpreter's packages (so only what
+the paper needs beyond them is installed, with pip), plus a manifest holding the code patch and
+time factor that repairs added. It lives under `envs/<key>` where the key hashes the whole
+specification, and is reused as it is whenever the same specification comes again.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,44 @@ import shlex
 import shutil
 import sys
 import sysconfig
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from faststream.nats import NatsBroker
 
-from services.init.domain import InitState, after_exhausted, after_smoke, specify, unsatisfied
+from services.init.domain import InitState, after_exhausted, after_smoke, repairs_to_apply, specify, unsatisfied
+from services.init.repairs import (
+    SOURCE_ACTIONS,
+    RepairNotApplicable,
+    effective_requirements,
+    environment_key,
+    parse_repair,
+    rewritable,
+    rewrite_sources,
+    source_patch,
+    timeout_factor,
+)
 from shared.brain import failure_signature
 from shared.contracts import EnvironmentFailed, Event, Objective, ObjectiveSet, RepairExhausted, RepairProposed
 from shared.runtime import Context, Output, ServiceRuntime
-from shared.sandbox import Limits, Outcome, run, sandbox_env
-from shared.workspace import unpack
+from shared.sandbox import Isolation, Limits, Outcome, run, sandbox_env
+from shared.workspace import EnvironmentManifest, read_manifest, unpack, write_manifest
 
 BUILD_LIMITS = Limits(wall_seconds=900, memory_bytes=None)
 NO_SMOKE_COMMAND = "python -c \"import sys; print(sys.version)\""
+READY_MARK = ".autosota-ready"
 
 
 def installed_distributions() -> dict[str, str | None]:
     return {(dist.metadata["Name"] or "").lower().replace("_", "-"): dist.version for dist in importlib.metadata.distributions()}
+
+
+@dataclass(frozen=True)
+class Built:
+    environment_bin: str
+    outcome: Outcome
+    manifest: EnvironmentManifest | None = None
 
 
 async def react(state: InitState, event: Event, ctx: Context) -> list[Output]:
@@ -40,75 +67,111 @@ async def _prepare(state: InitState, event: ObjectiveSet, ctx: Context) -> list[
     objective = event.objective
     missing = unsatisfied(objective.requirements, installed_distributions())
     specified = specify(event.campaign, objective, missing)
-    environment_bin = str(Path(sys.executable).parent)
+    built = Built(str(Path(sys.executable).parent), Outcome(0, False, "this interpreter", False, 0.0))
     if missing:
-        venv = _envs(ctx) / specified.spec_sha256[:16]
-        built = await _build_venv(venv, objective.requirements, ctx)
-        if not built.ok:
-            failure = EnvironmentFailed(campaign=event.campaign, stage="build", signature=failure_signature(built.output_tail), error_tail=built.output_tail[-3000:], attempt=1, final=False)
+        built = await _environment(objective, event.snapshot_sha256, [], ctx)
+        if not built.outcome.ok:
+            failure = EnvironmentFailed(campaign=event.campaign, stage="build", signature=failure_signature(built.outcome.output_tail), error_tail=built.outcome.output_tail[-3000:], attempt=1, final=False)
             return [specified, failure]
-        environment_bin = str(venv / "bin")
-    smoke = await _smoke(objective, event.snapshot_sha256, environment_bin, ctx)
-    return [specified, *after_smoke(event.campaign, objective, environment_bin, smoke.ok, smoke.duration_seconds, smoke.output_tail, failure_signature(smoke.output_tail), state.attempts + 1, [])]
+    smoke = await _smoke(objective, event.snapshot_sha256, built, ctx)
+    return [specified, *after_smoke(event.campaign, objective, built.environment_bin, smoke.ok, smoke.duration_seconds, smoke.output_tail, failure_signature(smoke.output_tail), state.attempts + 1, [])]
 
 
 async def _repair(state: InitState, event: RepairProposed, ctx: Context) -> list[Output]:
     objective = state.objective
-    assert objective is not None and state.snapshot_sha256 is not None and state.spec_sha256 is not None
-    venv = _envs(ctx) / f"{state.spec_sha256[:16]}-repaired"
-    if not (venv / "bin" / "python").exists():
-        created = await run(f"{shlex_quote(sys.executable)} -m venv {shlex_quote(str(venv))}", ctx.settings.data_dir, sandbox_env(str(Path(sys.executable).parent)), BUILD_LIMITS)
-        if not created.ok:
-            return list(after_smoke(event.campaign, objective, "", False, 0, created.output_tail, failure_signature(created.output_tail), state.attempts + 1, state.repairs, stage="repair"))
-        if state.kind == "interpreter":
-            _overlay_current_interpreter(venv)
-    installed = await run(f"python -m pip install --disable-pip-version-check -q {shlex_quote(event.argument)}", ctx.settings.data_dir, sandbox_env(str(venv / "bin")), BUILD_LIMITS)
-    if not installed.ok:
-        return list(after_smoke(event.campaign, objective, "", False, 0, installed.output_tail, failure_signature(installed.output_tail), state.attempts + 1, state.repairs, stage="repair"))
-    smoke = await _smoke(objective, state.snapshot_sha256, str(venv / "bin"), ctx)
-    repairs = [*state.repairs, f"{event.action} {event.argument}"]
-    return list(after_smoke(event.campaign, objective, str(venv / "bin"), smoke.ok, smoke.duration_seconds, smoke.output_tail, failure_signature(smoke.output_tail), state.attempts + 1, repairs))
+    assert objective is not None and state.snapshot_sha256 is not None
+    repairs = repairs_to_apply(state)
+    built = await _environment(objective, state.snapshot_sha256, repairs, ctx)
+    if not built.outcome.ok:
+        tail = built.outcome.output_tail
+        return list(after_smoke(event.campaign, objective, "", False, 0, tail, _signature_of(tail), state.attempts + 1, repairs, stage="repair"))
+    smoke = await _smoke(objective, state.snapshot_sha256, built, ctx)
+    return list(after_smoke(event.campaign, objective, built.environment_bin, smoke.ok, smoke.duration_seconds, smoke.output_tail, failure_signature(smoke.output_tail), state.attempts + 1, repairs))
+
+
+def _signature_of(tail: str) -> str:
+    first = tail.splitlines()[0] if tail else ""
+    return first if first.startswith("repair not applicable:") else failure_signature(tail)
+
+
+async def _environment(objective: Objective, snapshot_sha256: str, repairs: list[str], ctx: Context) -> Built:
+    """The environment of this specification: found by its key, else built and marked ready."""
+    parsed = [parse_repair(text) for text in repairs]
+    requirements = effective_requirements(objective.requirements, parsed)
+    key = environment_key(requirements, parsed, snapshot_sha256, sys.executable)
+    root = _envs(ctx) / (f"{key[:16]}-repaired" if repairs else key[:16])
+    if (root / READY_MARK).exists():
+        return Built(str(root / "bin"), Outcome(0, False, f"cached environment {root.name}", False, 0.0), read_manifest(root / "bin"))
+    patch = ""
+    if any(action in SOURCE_ACTIONS for action, _ in parsed):
+        try:
+            patch = await _code_patch(objective, snapshot_sha256, parsed, ctx)
+        except RepairNotApplicable as error:
+            return Built("", Outcome(1, False, f"repair not applicable: {error}", False, 0.0))
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    created = await run(f"{shlex.quote(sys.executable)} -m venv --without-pip {shlex.quote(str(root))}", root.parent, sandbox_env(str(Path(sys.executable).parent)), BUILD_LIMITS)
+    if not created.ok:
+        return Built("", created)
+    _overlay_current_interpreter(root)
+    missing = unsatisfied(requirements, installed_distributions())
+    if missing:
+        listed = " ".join(shlex.quote(line) for line in missing)
+        installed = await run(f"python -m pip install --disable-pip-version-check -q {listed}", root.parent, sandbox_env(str(root / "bin")), BUILD_LIMITS)
+        if not installed.ok:
+            return Built("", installed)
+    manifest = EnvironmentManifest(spec_sha256=key, requirements=tuple(requirements), repairs=tuple(repairs), source_patch=patch, timeout_factor=timeout_factor(parsed))
+    write_manifest(root, manifest)
+    (root / READY_MARK).write_text("ok\n")
+    return Built(str(root / "bin"), Outcome(0, False, f"built environment {root.name}", False, created.duration_seconds), manifest)
+
+
+async def _code_patch(objective: Objective, snapshot_sha256: str, repairs: list[tuple[str, str]], ctx: Context) -> str:
+    with tempfile.TemporaryDirectory(prefix="autosota-init-") as scratch:
+        unpack(await ctx.artifacts.get(snapshot_sha256), Path(scratch))
+        files = [path.relative_to(scratch).as_posix() for path in Path(scratch).rglob("*") if path.is_file() and not path.is_symlink()]
+        sources: dict[str, str] = {}
+        for relative in rewritable(files, objective.protected_paths):
+            try:
+                sources[relative] = (Path(scratch) / relative).read_text()
+            except UnicodeDecodeError:
+                continue
+    return source_patch(sources, rewrite_sources(sources, repairs))
 
 
 def _overlay_current_interpreter(venv: Path) -> None:
-    """Let the repaired environment see what the current interpreter already has."""
+    """Let the environment see what the current interpreter already has, below its own packages."""
     paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     for site in (venv / "lib").glob("python*/site-packages"):
         (site / "_autosota_base.pth").write_text("\n".join(sorted(paths)) + "\n")
 
 
-async def _build_venv(venv: Path, requirements: list[str], ctx: Context) -> Outcome:
-    if (venv / ".autosota-ready").exists():
-        return Outcome(0, False, "cached environment", False, 0.0)
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    (venv.parent / f"{venv.name}.requirements.txt").write_text("\n".join(requirements) + "\n")
-    command = f"{shlex_quote(sys.executable)} -m venv {shlex_quote(str(venv))} && {shlex_quote(str(venv / 'bin' / 'python'))} -m pip install --disable-pip-version-check -q -r {shlex_quote(str(venv.parent / f'{venv.name}.requirements.txt'))}"
-    outcome = await run(command, venv.parent, sandbox_env(str(Path(sys.executable).parent)), BUILD_LIMITS)
-    if outcome.ok:
-        (venv / ".autosota-ready").write_text("ok\n")
-    return outcome
-
-
-async def _smoke(objective: Objective, snapshot_sha256: str, environment_bin: str, ctx: Context) -> Outcome:
-    workspace = ctx.settings.data_dir / "init" / "smoke" / snapshot_sha256[:16]
+async def _smoke(objective: Objective, snapshot_sha256: str, built: Built, ctx: Context) -> Outcome:
+    """The smoke command, confined as a runner would run it, with the environment's patch and time."""
+    workspace = ctx.settings.data_dir.resolve() / "init" / "smoke" / snapshot_sha256[:16]
     shutil.rmtree(workspace, ignore_errors=True)
     try:
         unpack(await ctx.artifacts.get(snapshot_sha256), workspace)
+        manifest = built.manifest
+        if manifest is not None and manifest.source_patch:
+            (workspace / ".autosota.patch").write_text(manifest.source_patch)
+            host = sandbox_env(str(Path(sys.executable).parent), {"GIT_CEILING_DIRECTORIES": str(workspace.parent)})
+            applied = await run("git apply --whitespace=nowarn .autosota.patch && rm .autosota.patch", workspace, host, BUILD_LIMITS)
+            if not applied.ok:
+                return applied
         params = workspace / "autosota_params.json"
         params.write_text('{"seed": 0, "params": {}}')
-        env = sandbox_env(environment_bin, {"AUTOSOTA_PARAMS": str(params)})
-        return await run(objective.smoke_command or NO_SMOKE_COMMAND, workspace, env, Limits(wall_seconds=objective.timeout_seconds))
+        env = sandbox_env(built.environment_bin, {"AUTOSOTA_PARAMS": str(params), "CUDA_VISIBLE_DEVICES": ""})
+        factor = manifest.timeout_factor if manifest is not None else 1.0
+        limits = Limits(wall_seconds=objective.timeout_seconds * factor, memory_bytes=ctx.settings.runner_memory_bytes or None)
+        isolation = Isolation(network=False, read_only=tuple(objective.protected_paths)) if ctx.settings.sandbox_confine else None
+        return await run(objective.smoke_command or NO_SMOKE_COMMAND, workspace, env, limits, isolation=isolation)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
 def _envs(ctx: Context) -> Path:
     return (ctx.settings.data_dir / "envs").resolve()
-
-
-def shlex_quote(text: str) -> str:
-    return shlex.quote(text)
 
 
 def register(broker: NatsBroker, runtime: ServiceRuntime[InitState]) -> None:

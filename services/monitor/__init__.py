@@ -1,1 +1,1 @@
-"""monitor: watches budgets and liveness; declares a campaign out of wall-clock time and jobs stalled."""
+"""monitor: watches budgets and liveness; declares a campaign out of wall-clock time, jobs stalled, and dead ends."""

@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     runtime = ServiceRuntime("monitor", settings, MonitorDomain())
     liveness = handlers.Liveness()
     handlers.register(broker, runtime, liveness)
-    app = build_app(broker, runtime, "Watches wall-clock budgets and job liveness; declares exhaustion and stalls.")
+    app = build_app(broker, runtime, "Watches wall-clock budgets, job liveness and dead ends; declares exhaustion, stalls and supervisory actions.")
 
     @app.after_startup
     async def _start_ticker() -> None:

@@ -1,14 +1,21 @@
-"""What the monitor decides, given the clock reading as an input: budget exhaustion and stalls.
+"""What the monitor decides, given the clock reading as an input: budget exhaustion, stalls, dead ends.
 
 A queued job is silent since the later of its dispatch and the campaign's last sign of work (a
 job starting or finishing, any telemetry): a job waiting behind live ones is not stalled. A
 running job is silent since the later of its start and its own last telemetry. Each campaign's budget is exhausted once, each experiment stalls once.
+
+A dead end is either the same failure signature on several jobs in a row (no success between
+them), answered once per streak, or no validated result for too long, answered once per quiet
+spell. The answer is a SupervisoryAction: `terminate` when the baseline or the verification
+keeps failing (nothing can follow), `rollback` to the best-so-far when ideas keep failing the
+same way, `fallback` to concluding with what the campaign has when nothing advances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from datetime import datetime
 from typing import Literal
 
@@ -22,6 +29,7 @@ from shared.contracts import (
     JobFailed,
     JobStarted,
     StallDetected,
+    SupervisoryAction,
     VerificationDispatched,
 )
 
@@ -29,8 +37,10 @@ RELEVANT = frozenset(
     {
         "CampaignStarted", "CampaignCompleted", "ExperimentDispatched", "VerificationDispatched",
         "JobStarted", "JobCompleted", "JobFailed", "BudgetExhausted", "StallDetected",
+        "BaselineReproduced", "ResultValidated", "BestUpdated", "SupervisoryAction",
     }
 )
+ADVANCES = frozenset({"BaselineReproduced", "ResultValidated", "BestUpdated"})
 
 Phase = Literal["queued", "running", "done"]
 
@@ -51,6 +61,18 @@ class MonitorState:
     jobs: dict[str, JobWatch] = field(default_factory=dict)
     stalled: set[str] = field(default_factory=set)
     last_progress: datetime | None = None
+    streak_signature: str | None = None
+    streak: list[str] = field(default_factory=list)  # experiments failing in a row with that signature
+    streak_purposes: set[str] = field(default_factory=set)
+    streak_answered: bool = False
+    last_advance: datetime | None = None  # the latest validated result (or the campaign's start)
+    quiet_answered_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeadEndLimits:
+    repeats: int = 3
+    no_progress_seconds: float = 1800.0
 
 
 def _time(event: Event) -> datetime:
@@ -69,6 +91,7 @@ class MonitorDomain:
         if isinstance(event, CampaignStarted):
             state.started_at = _time(event)
             state.wall_clock_limit = event.budget.wall_clock_seconds
+            state.last_advance = state.last_advance or state.started_at
         elif isinstance(event, CampaignCompleted):
             state.completed = True
         elif isinstance(event, ExperimentDispatched | VerificationDispatched):
@@ -83,11 +106,30 @@ class MonitorDomain:
         elif isinstance(event, JobCompleted | JobFailed):
             state.jobs[event.experiment_id] = JobWatch("done", _time(event))
             state.last_progress = _latest(state.last_progress, _time(event))
+            _follow_streak(state, event)
         elif isinstance(event, BudgetExhausted):
             state.budget_exhausted = True
         elif isinstance(event, StallDetected):
             state.stalled.add(event.experiment_id)
+        elif event.event_type in ADVANCES:
+            state.last_advance = _latest(state.last_advance, _time(event))
+        elif isinstance(event, SupervisoryAction):
+            if event.trigger == "repeated_failure":
+                state.streak_answered = True
+            else:
+                state.quiet_answered_since = state.last_advance
         return state
+
+
+def _follow_streak(state: MonitorState, event: JobCompleted | JobFailed) -> None:
+    if isinstance(event, JobCompleted):
+        state.streak_signature, state.streak, state.streak_purposes, state.streak_answered = None, [], set(), False
+        return
+    if event.signature != state.streak_signature:
+        state.streak_signature, state.streak, state.streak_purposes, state.streak_answered = event.signature, [], set(), False
+    if event.experiment_id not in state.streak:
+        state.streak.append(event.experiment_id)
+        state.streak_purposes.add(event.purpose)
 
 
 def _latest(*moments: datetime | None) -> datetime | None:
@@ -123,5 +165,38 @@ def decide_stalls(state: MonitorState, now: datetime, stall_seconds: float, last
     return stalls
 
 
-def decide_tick(state: MonitorState, now: datetime, stall_seconds: float, last_seen: Mapping[str, datetime]) -> list[Event]:
-    return [*decide_budget(state, now), *decide_stalls(state, now, stall_seconds, last_seen)]
+def decide_dead_ends(state: MonitorState, now: datetime, limits: DeadEndLimits) -> list[Event]:
+    """A SupervisoryAction for a streak of one failure, or for a campaign that stopped advancing."""
+    if not watching(state):
+        return []
+    actions: list[Event] = []
+    if state.streak_signature is not None and len(state.streak) >= limits.repeats and not state.streak_answered:
+        stuck = state.streak_purposes & {"baseline", "verification"}
+        action = "terminate" if stuck else "rollback"
+        consequence = f"the {' and '.join(sorted(stuck))} cannot complete" if stuck else "ideas along this line keep failing; back to the best so far"
+        actions.append(
+            SupervisoryAction(
+                campaign=state.campaign,
+                action=action,
+                trigger="repeated_failure",
+                reason=f"{len(state.streak)} jobs in a row failed the same way: {consequence}",
+                signature=state.streak_signature,
+                experiment_ids=list(state.streak),
+            )
+        )
+    since = state.last_advance
+    if since is not None and state.quiet_answered_since != since and now - since >= timedelta(seconds=limits.no_progress_seconds):
+        quiet = (now - since).total_seconds()
+        actions.append(
+            SupervisoryAction(
+                campaign=state.campaign,
+                action="fallback",
+                trigger="no_progress",
+                reason=f"no validated result for {quiet:.0f} s (limit {limits.no_progress_seconds:g} s): conclude with what the campaign has",
+            )
+        )
+    return actions
+
+
+def decide_tick(state: MonitorState, now: datetime, stall_seconds: float, last_seen: Mapping[str, datetime], dead_ends: DeadEndLimits | None = None) -> list[Event]:
+    return [*decide_budget(state, now), *decide_stalls(state, now, stall_seconds, last_seen), *decide_dead_ends(state, now, dead_ends or DeadEndLimits())]

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from faststream.nats import NatsBroker
 
-from services.monitor.domain import MonitorState, decide_tick, watching
+from services.monitor.domain import DeadEndLimits, MonitorState, decide_tick, watching
 from shared.contracts import Event, Telemetry, parse_event
 from shared.runtime import Command, Context, Output, ServiceRuntime
 from shared.store import OBSERVED_TOPIC
@@ -47,7 +47,8 @@ async def react(state: MonitorState, event: Event, ctx: Context) -> list[Output]
 
 def tick(liveness: Liveness) -> Command[MonitorState]:
     async def decide(state: MonitorState, ctx: Context) -> list[Output]:
-        return list(decide_tick(state, ctx.now, ctx.settings.stall_seconds, liveness.of_campaign(state.campaign)))
+        limits = DeadEndLimits(repeats=ctx.settings.dead_end_repeats, no_progress_seconds=ctx.settings.dead_end_seconds)
+        return list(decide_tick(state, ctx.now, ctx.settings.stall_seconds, liveness.of_campaign(state.campaign), limits))
 
     return decide
 
@@ -84,7 +85,7 @@ async def tick_forever(runtime: ServiceRuntime[MonitorState], liveness: Liveness
 
 
 def register(broker: NatsBroker, runtime: ServiceRuntime[MonitorState], liveness: Liveness) -> None:
-    runtime.subscribe_events(broker, react, "Consumes campaign, dispatch and job events; tracks budgets and job phases.")
+    runtime.subscribe_events(broker, react, "Consumes campaign, dispatch, job and result events; tracks budgets, job phases, failure streaks and progress.")
 
     @broker.subscriber(
         runtime.subjects.all_telemetry,

@@ -1,19 +1,28 @@
-"""How the objective is set: the task card's fields, checked against the paper's own table."""
+"""How the objective is set: the task card's fields, checked against the paper's own table.
+
+When the card is missing or lacks fields and the service has a model, the model reads the paper
+text and README for the missing ones only; the card's own fields always win. A reading is accepted
+only when its quote holds the reported number and appears in a document, and its evaluation
+script exists in the paper folder.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from shared.contracts import Event, Objective, ObjectiveFailed, ObjectiveSet, ParameterSpec, ResourcesPrepared
+from shared.brain import ModelLedger, ObjectiveReading
+from shared.contracts import BrainSelected, Event, ModelCalled, Objective, ObjectiveFailed, ObjectiveSet, ParameterSpec, ResourcesPrepared
 
 TASK_CARD = "autosota.toml"
-RELEVANT = frozenset({"ResourcesPrepared", "ObjectiveSet", "ObjectiveFailed"})
+AGENT = "objective"
+RELEVANT = frozenset({"ResourcesPrepared", "ObjectiveSet", "ObjectiveFailed", "ModelCalled", "BrainSelected"})
+DOCUMENT_SUFFIXES = (".md", ".txt", ".rst")
 REQUIRED_FIELDS = {
     "paper": ["title", "text", "method"],
     "objective": ["primary_metric", "direction", "protected_paths"],
@@ -28,6 +37,8 @@ class ObjectiveState:
     snapshot_sha256: str | None = None
     files: dict[str, str] | None = None
     decided: bool = False
+    models: ModelLedger = field(default_factory=ModelLedger)
+    brain_selected: bool = False
 
 
 class ObjectiveDomain:
@@ -42,6 +53,10 @@ class ObjectiveDomain:
             state.files = dict(event.files)
         elif isinstance(event, ObjectiveSet | ObjectiveFailed):
             state.decided = True
+        elif isinstance(event, ModelCalled):
+            state.models.add(event)
+        elif isinstance(event, BrainSelected) and event.agent == AGENT:
+            state.brain_selected = True
         return state
 
 
@@ -50,19 +65,27 @@ class TaskCardError(ValueError):
 
 
 def parse_task_card(text: str) -> dict[str, Any]:
+    card = read_toml(text)
+    missing = missing_fields(card)
+    if missing:
+        raise TaskCardError(f"{TASK_CARD} lacks required fields: {', '.join(missing)}")
+    return card
+
+
+def read_toml(text: str) -> dict[str, Any]:
     try:
-        card = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise TaskCardError(f"{TASK_CARD} is not valid TOML: {error}") from None
-    missing = [
+
+
+def missing_fields(card: dict[str, Any]) -> list[str]:
+    return [
         f"[{section}] {name}"
         for section, names in REQUIRED_FIELDS.items()
         for name in names
         if name not in card.get(section, {})
     ]
-    if missing:
-        raise TaskCardError(f"{TASK_CARD} lacks required fields: {', '.join(missing)}")
-    return card
 
 
 def _normalise(cell: str) -> str:
@@ -94,7 +117,7 @@ def reported_from_tables(paper_text: str, method: str, metric: str) -> float | N
     return None
 
 
-def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str], requirements_text: str | None) -> Objective:
+def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str], requirements_text: str | None, card_source: str | None = None) -> Objective:
     """The frozen rubric, or TaskCardError saying what is wrong."""
     paper, goal = card["paper"], card["objective"]
     environment, experiment = card.get("environment", {}), card["experiment"]
@@ -105,7 +128,7 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
         raise TaskCardError(f"no reported value for {metric!r}: neither the task card nor a table row for {paper['method']!r} in {paper['text']} gives one")
     if from_card is not None and from_table is not None and not math.isclose(from_card, from_table, rel_tol=REPORTED_TOLERANCE):
         raise TaskCardError(f"the task card reports {metric}={from_card} but the paper's table says {from_table}")
-    source = f"table row {paper['method']!r} of {paper['text']}" if from_table is not None else f"{TASK_CARD}"
+    source = f"table row {paper['method']!r} of {paper['text']}" if from_table is not None else (card_source or f"{TASK_CARD}")
     protected = [str(path).rstrip("/") for path in goal["protected_paths"]]
     absent = [path for path in protected if not any(name == path or name.startswith(path + "/") for name in files)]
     if absent:
@@ -129,6 +152,7 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
             baseline_seeds=list(experiment.get("baseline_seeds", [0, 1, 2])),
             search_space={name: ParameterSpec.model_validate(spec) for name, spec in card.get("search_space", {}).items()},
             test_labels=goal.get("test_labels"),
+            rules=goal.get("rules"),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
@@ -142,7 +166,64 @@ def _requirements(text: str | None) -> list[str]:
     return [line for line in lines if line]
 
 
-def decide(event: ResourcesPrepared, objective: Objective | None, error: str | None) -> list[Event]:
+def decide(event: ResourcesPrepared, objective: Objective | None, error: str | None, record: list[Event] | tuple[Event, ...] = ()) -> list[Event]:
     if objective is None:
-        return [ObjectiveFailed(campaign=event.campaign, reason=error or "objective could not be set")]
-    return [ObjectiveSet(campaign=event.campaign, objective=objective, snapshot_sha256=event.snapshot_sha256)]
+        return [*record, ObjectiveFailed(campaign=event.campaign, reason=error or "objective could not be set")]
+    return [*record, ObjectiveSet(campaign=event.campaign, objective=objective, snapshot_sha256=event.snapshot_sha256)]
+
+
+# ---------------------------------------------------------------- reading the paper with a model
+
+
+def documents_to_read(files: dict[str, str], card: dict[str, Any]) -> list[str]:
+    """The paper text the card names, then every top-level text document (README first)."""
+    named = card.get("paper", {}).get("text")
+    top = sorted((path for path in files if "/" not in path and path.lower().endswith(DOCUMENT_SUFFIXES)), key=lambda p: (not p.lower().startswith("readme"), p))
+    ordered = ([named] if isinstance(named, str) and named in files else []) + [p for p in top if p != named]
+    return ordered
+
+
+def fields_to_find(card: dict[str, Any], reported_in_table: bool) -> list[str]:
+    missing = missing_fields(card)
+    if "reported_value" not in card.get("objective", {}) and not reported_in_table:
+        missing.append("[objective] reported_value")
+    return missing
+
+
+def merge_reading(card: dict[str, Any], reading: ObjectiveReading, paper_text_path: str) -> dict[str, Any]:
+    """The card with the model's reading filling only what the card leaves out."""
+    merged = {section: dict(values) for section, values in card.items() if isinstance(values, dict)}
+    paper = merged.setdefault("paper", {})
+    paper.setdefault("title", reading.title)
+    paper.setdefault("method", reading.method)
+    paper.setdefault("text", paper_text_path)
+    goal = merged.setdefault("objective", {})
+    goal.setdefault("primary_metric", reading.primary_metric)
+    goal.setdefault("direction", reading.direction)
+    goal.setdefault("protected_paths", list(reading.protected_paths))
+    goal.setdefault("secondary_metrics", {m.name: m.tolerance for m in reading.secondary_metrics})
+    if "reported_value" not in goal and goal["primary_metric"] == reading.primary_metric:
+        goal["reported_value"] = reading.reported_value
+    experiment = merged.setdefault("experiment", {})
+    experiment.setdefault("train_command", reading.train_command)
+    experiment.setdefault("evaluate_command", reading.evaluate_command)
+    return merged
+
+
+def _number_variants(value: float) -> set[str]:
+    return {f"{value:g}", f"{value}", f"{value:.3f}", f"{value:.2f}", f"{value:.4f}", f"{value * 100:g}", f"{value * 100:.1f}"}
+
+
+def check_reading(reading: ObjectiveReading, documents: dict[str, str], files: dict[str, str]) -> tuple[str | None, str | None]:
+    """(the document the quote comes from, None), or (None, why the reading cannot be trusted)."""
+    quote = " ".join(reading.reported_quote.split())
+    if not any(variant in quote for variant in _number_variants(reading.reported_value)):
+        return None, f"the quote {quote[:200]!r} does not state the reported value {reading.reported_value:g}"
+    source = next((path for path, text in documents.items() if quote and quote in " ".join(text.split())), None)
+    if source is None:
+        return None, f"the quote {quote[:200]!r} is not in {', '.join(documents) or 'any document'}"
+    scripts = [word for word in reading.evaluate_command.split() if word.endswith((".py", ".sh"))]
+    absent = [script for script in scripts if script not in files]
+    if absent:
+        return None, f"the evaluation command {reading.evaluate_command!r} names files not in the paper folder: {', '.join(absent)}"
+    return source, None

@@ -1,7 +1,11 @@
 """The campaign and its optimisation loop: baseline first, then ideas on every free slot, the
 best-so-far lineage, nomination of candidates for certification, and the end of the campaign.
 
-Every decision is a pure function of the campaign's state and the incoming event.
+The loop follows the paper's rules for structural change. Leap: after three PARAM ideas in a row,
+the next request asks for a structural (CODE or ALGO) idea, when the ideator has a model. Honeymoon:
+a structural idea that does not beat the best becomes the base of up to five follow-ups. Rollback:
+when none of them beats the best, new ideas build on the best again. Each is a recorded decision
+with its reason. Every decision is a pure function of the campaign's state and the incoming event.
 """
 
 from __future__ import annotations
@@ -23,18 +27,24 @@ from shared.contracts import (
     EnvironmentReady,
     Event,
     ExperimentDispatched,
+    HoneymoonStarted,
     Idea,
+    IdeaBase,
     IdeaCleared,
     IdeaRejected,
     IdeasProposed,
     IdeasRequested,
     JobFailed,
+    LeapStarted,
     Objective,
     ObjectiveFailed,
     ObjectiveSet,
+    ProtectionEstablished,
+    SupervisoryAction,
     ResourcesFailed,
     ResultRejected,
     ResultValidated,
+    RolledBack,
     SotaCertified,
     SotaRefuted,
     StallDetected,
@@ -42,6 +52,9 @@ from shared.contracts import (
 )
 
 MAX_CANDIDATES = 3
+LEAP_AFTER = 3  # PARAM ideas in a row before a structural idea is asked for
+HONEYMOON_FOLLOW_UPS = 5
+NO_MODEL = "no-model"
 
 RELEVANT = frozenset(
     {
@@ -50,6 +63,7 @@ RELEVANT = frozenset(
         "ResultRejected", "JobFailed", "StallDetected", "BaselineReproduced", "IdeasRequested",
         "IdeasProposed", "IdeaCleared", "IdeaRejected", "BestUpdated", "BudgetExhausted",
         "CandidateNominated", "SotaCertified", "SotaRefuted", "CampaignCompleted",
+        "LeapStarted", "HoneymoonStarted", "RolledBack", "ProtectionEstablished", "SupervisoryAction",
     }
 )
 
@@ -63,6 +77,16 @@ class Experiment:
     status: str = "in_flight"  # in_flight, validated, rejected, failed, stalled
     value: float | None = None
     reason: str = ""
+    kind: str = "PARAM"
+
+
+@dataclass
+class Honeymoon:
+    """A structural idea that did not beat the best, as the base of a bounded number of follow-ups."""
+
+    base: IdeaBase
+    limit: int
+    follow_ups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +96,8 @@ class CampaignState:
     objective: Objective | None = None
     snapshot_sha256: str | None = None
     environment_bin: str | None = None
+    shadow_guards: list[str] = field(default_factory=list)
+    search_stopped: bool = False
     experiments: dict[str, Experiment] = field(default_factory=dict)
     baseline_mean: float | None = None
     ideas_round: int = 0
@@ -84,6 +110,14 @@ class CampaignState:
     nominated: list[str] = field(default_factory=list)
     awaiting_verdict: bool = False
     completed: bool = False
+    idea_kinds: dict[str, str] = field(default_factory=dict)
+    best: IdeaBase | None = None
+    param_streak: list[str] = field(default_factory=list)
+    structural_possible: bool = False
+    leap_round: int | None = None
+    leap_rounds: set[int] = field(default_factory=set)
+    honeymoon: Honeymoon | None = None
+    honeymoons: set[str] = field(default_factory=set)
 
     @property
     def budget(self) -> Budget:
@@ -99,7 +133,14 @@ class CampaignState:
         return [e for e in self.experiments.values() if e.purpose == "baseline"]
 
     def budget_spent(self) -> bool:
-        return self.wall_clock_exhausted or self.out_of_ideas or self.idea_experiments() >= self.budget.max_experiments
+        return self.wall_clock_exhausted or self.out_of_ideas or self.search_stopped or self.idea_experiments() >= self.budget.max_experiments
+
+    def base(self) -> IdeaBase | None:
+        """What new ideas build on: the honeymoon's structural idea, else the best so far."""
+        return self.honeymoon.base if self.honeymoon is not None else self.best
+
+    def honeymoon_full(self) -> bool:
+        return self.honeymoon is not None and len(self.honeymoon.follow_ups) >= self.honeymoon.limit
 
 
 class SchedulerDomain:
@@ -117,9 +158,13 @@ class SchedulerDomain:
             case EnvironmentReady() | BaselineRequested():
                 state.environment_bin = event.environment_bin
             case ExperimentDispatched():
-                state.experiments[event.experiment_id] = Experiment(event.purpose, event.idea_id, dict(event.params), event.patch)
+                first_time = event.experiment_id not in state.experiments
+                kind = state.idea_kinds.get(event.idea_id or "", "PARAM")
+                state.experiments[event.experiment_id] = Experiment(event.purpose, event.idea_id, dict(event.params), event.patch, kind=kind)
                 if event.idea_id is not None:
                     state.queue = [idea for idea in state.queue if idea.idea_id != event.idea_id]
+                if first_time and event.purpose == "idea" and event.idea_id is not None:
+                    _count_dispatch(state, event.idea_id, kind)
             case ResultValidated() if _in_flight(state, event.experiment_id):
                 experiment = state.experiments[event.experiment_id]
                 experiment.status = "validated"
@@ -132,29 +177,76 @@ class SchedulerDomain:
             case BaselineReproduced():
                 state.baseline_mean = event.mean
                 state.best_value = event.mean if state.best_value is None else state.best_value
+                if state.best is None:
+                    state.best = IdeaBase(params=state.objective.baseline_params if state.objective else {}, value=event.mean)
             case IdeasRequested():
                 state.ideas_round, state.request_open = event.round, True
             case IdeasProposed() if event.round == state.ideas_round:
                 state.request_open = False
                 state.ideas_awaiting_audit += len(event.ideas)
                 state.out_of_ideas = state.out_of_ideas or not event.ideas
+                state.structural_possible = not event.brain.startswith(NO_MODEL)
+                if state.leap_round == event.round:
+                    state.leap_round = None
             case IdeaCleared():
                 state.ideas_awaiting_audit = max(0, state.ideas_awaiting_audit - 1)
                 state.queue.append(event.idea)
+                state.idea_kinds[event.idea.idea_id] = event.idea.kind
             case IdeaRejected():
                 state.ideas_awaiting_audit = max(0, state.ideas_awaiting_audit - 1)
-            case BestUpdated():
+            case BestUpdated() if _news(state, event):
                 state.best_value = event.value
+                experiment = state.experiments.get(event.experiment_id)
+                state.best = IdeaBase(idea_id=event.idea_id, params=dict(event.params), patch=experiment.patch if experiment else None, value=event.value)
+                state.honeymoon = None
+            case LeapStarted() if event.round not in state.leap_rounds:
+                state.leap_rounds.add(event.round)
+                state.leap_round = event.round
+                state.param_streak = []
+            case HoneymoonStarted() if event.idea_id not in state.honeymoons:
+                state.honeymoons.add(event.idea_id)
+                experiment = state.experiments.get(f"idea-{event.idea_id}")
+                params, patch = (dict(experiment.params), experiment.patch) if experiment else ({}, None)
+                state.honeymoon = Honeymoon(IdeaBase(idea_id=event.idea_id, params=params, patch=patch, value=event.value), event.follow_ups)
+            case RolledBack() if state.honeymoon is not None and state.honeymoon.base.idea_id == event.from_idea_id:
+                state.honeymoon = None
+                state.param_streak = []
             case BudgetExhausted():
                 state.wall_clock_exhausted = True
+            case ProtectionEstablished():
+                state.shadow_guards = list(event.shadow_guards)
+            case SupervisoryAction(action="fallback" | "terminate"):
+                state.search_stopped = True
+            case SupervisoryAction(action="rollback"):
+                state.queue = []
             case CandidateNominated():
-                state.nominated.append(event.idea_id)
+                if event.idea_id not in state.nominated:
+                    state.nominated.append(event.idea_id)
                 state.awaiting_verdict = True
             case SotaCertified() | SotaRefuted():
                 state.awaiting_verdict = False
             case CampaignCompleted():
                 state.completed = True
         return state
+
+
+def _news(state: CampaignState, event: BestUpdated) -> bool:
+    """False for a best already known or beaten: a service sees its own events twice (at commit and from the bus)."""
+    if state.best is not None and state.best.idea_id == event.idea_id and state.best_value == event.value:
+        return False
+    if state.best_value is None or state.objective is None:
+        return True
+    return state.objective.better(event.value, state.best_value)
+
+
+def _count_dispatch(state: CampaignState, idea_id: str, kind: str) -> None:
+    """The Leap rule's streak of PARAM ideas, and the honeymoon's follow-ups (which are not a streak)."""
+    if state.honeymoon is not None and idea_id != state.honeymoon.base.idea_id:
+        state.honeymoon.follow_ups.append(idea_id)
+    elif kind == "PARAM":
+        state.param_streak.append(idea_id)
+    else:
+        state.param_streak = []
 
 
 def _in_flight(state: CampaignState, experiment_id: str) -> bool:
@@ -199,6 +291,10 @@ def decide(state: CampaignState, event: Event) -> list[Decision]:
             _complete(plan, "certified", f"{event.idea_id} certified: {event.metric} {event.candidate_mean:.6g} vs {event.baseline_mean:.6g} (p={event.p_value:.3g})")
         case SotaRefuted():
             _advance(plan)
+        case SupervisoryAction(action="terminate"):
+            _complete(plan, "failed", f"monitor: {event.reason}")
+        case SupervisoryAction():
+            _advance(plan)
     return plan.outputs
 
 
@@ -233,7 +329,7 @@ def work_item(state: CampaignState, experiment_id: str, purpose: str, params: di
         train_command=objective.train_command,
         evaluate_command=objective.evaluate_command,
         environment_bin=state.environment_bin,
-        protected_paths=list(objective.protected_paths),
+        protected_paths=[*objective.protected_paths, *state.shadow_guards],
         timeout_seconds=objective.timeout_seconds,
         pool=state.started.pool,
     )
@@ -247,8 +343,10 @@ def _after_result(plan: _Plan, event: Event) -> None:
     if experiment.purpose == "baseline":
         _after_baseline_result(plan)
         return
+    improved = False
     if experiment.status == "validated" and experiment.value is not None and state.objective is not None:
         if state.best_value is None or state.objective.better(experiment.value, state.best_value):
+            improved = True
             plan.emit(
                 BestUpdated(
                     campaign=state.campaign,
@@ -259,7 +357,53 @@ def _after_result(plan: _Plan, event: Event) -> None:
                     params=experiment.params,
                 )
             )
+    if not improved:
+        _honeymoon_or_rollback(plan, experiment)
     _advance(plan)
+
+
+def _honeymoon_or_rollback(plan: _Plan, experiment: Experiment) -> None:
+    """A structural idea short of the best starts a honeymoon; a honeymoon whose follow-ups are all back ends in rollback."""
+    state = plan.state
+    honeymoon = state.honeymoon
+    if experiment.kind != "PARAM" and honeymoon is None and experiment.status == "validated" and experiment.value is not None and experiment.idea_id:
+        plan.emit(
+            HoneymoonStarted(
+                campaign=state.campaign,
+                idea_id=experiment.idea_id,
+                value=experiment.value,
+                best_value=state.best_value if state.best_value is not None else experiment.value,
+                follow_ups=HONEYMOON_FOLLOW_UPS,
+                reason=(
+                    f"structural idea {experiment.idea_id} scored {experiment.value:.6g}, not better than the best {_value(state.best_value)}: "
+                    f"up to {HONEYMOON_FOLLOW_UPS} follow-ups build on it before rolling back"
+                ),
+            )
+        )
+        return
+    if honeymoon is None or experiment.idea_id not in honeymoon.follow_ups:
+        return
+    finished = [idea_id for idea_id in honeymoon.follow_ups if state.experiments.get(f"idea-{idea_id}", Experiment("idea", idea_id, {}, None)).status != "in_flight"]
+    if len(finished) < honeymoon.limit:
+        return
+    best = state.best
+    plan.emit(
+        RolledBack(
+            campaign=state.campaign,
+            from_idea_id=honeymoon.base.idea_id or "",
+            to_idea_id=best.idea_id if best else None,
+            to_value=best.value if best else None,
+            follow_ups_tried=finished,
+            reason=(
+                f"none of the {len(finished)} follow-ups of {honeymoon.base.idea_id} beat the best {_value(state.best_value)}: "
+                f"new ideas build on {best.idea_id if best and best.idea_id else 'the paper baseline'} again"
+            ),
+        )
+    )
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 def _after_baseline_result(plan: _Plan) -> None:
@@ -298,15 +442,47 @@ def _advance(plan: _Plan) -> None:
     if not state.budget_spent() and not state.nominated:
         free = state.budget.parallelism - state.in_flight()
         seed = state.objective.baseline_seeds[0] if state.objective and state.objective.baseline_seeds else 0
-        while free > 0 and state.queue and state.idea_experiments() < state.budget.max_experiments:
+        while free > 0 and state.queue and state.idea_experiments() < state.budget.max_experiments and not state.honeymoon_full():
             idea = state.queue[0]
             params = {**(state.objective.baseline_params if state.objective else {}), **idea.params}
-            _dispatch(plan, f"idea-{idea.idea_id}", "idea", idea.idea_id, params, seed, idea.patch)
+            base = state.base()
+            # Parameter ideas tune the code of the base; structural ideas carry their whole diff.
+            patch = idea.patch if idea.patch is not None else (base.patch if base else None)
+            _dispatch(plan, f"idea-{idea.idea_id}", "idea", idea.idea_id, params, seed, patch)
             free -= 1
         remaining = state.budget.max_experiments - state.idea_experiments() - len(state.queue)
-        if free > 0 and remaining > 0 and not state.queue and not state.request_open and state.ideas_awaiting_audit == 0:
-            plan.emit(IdeasRequested(campaign=state.campaign, count=min(free, remaining), round=state.ideas_round + 1))
+        if free > 0 and remaining > 0 and not state.queue and not state.request_open and state.ideas_awaiting_audit == 0 and not state.honeymoon_full():
+            _request_ideas(plan, min(free, remaining))
     _maybe_wind_down(plan)
+
+
+def _request_ideas(plan: _Plan, count: int) -> None:
+    state = plan.state
+    round_ = state.ideas_round + 1
+    structural = 0
+    if leap_due(state):
+        streak = list(state.param_streak)
+        plan.emit(
+            LeapStarted(
+                campaign=state.campaign,
+                round=round_,
+                after_param_ideas=streak,
+                reason=f"{len(streak)} PARAM ideas in a row ({', '.join(streak)}): the Leap rule asks for a structural idea",
+            )
+        )
+        structural = 1
+    plan.emit(IdeasRequested(campaign=state.campaign, count=count, round=round_, structural=structural, base=state.base()))
+
+
+def leap_due(state: CampaignState) -> bool:
+    """Three PARAM ideas in a row, a model to ask, and no structural idea already on its way."""
+    if not state.structural_possible or state.leap_round is not None or state.honeymoon is not None:
+        return False
+    if len(state.param_streak) < LEAP_AFTER:
+        return False
+    waiting = any(idea.kind != "PARAM" for idea in state.queue)
+    running = any(e.kind != "PARAM" and e.status == "in_flight" for e in state.experiments.values() if e.purpose == "idea")
+    return not waiting and not running
 
 
 def _maybe_wind_down(plan: _Plan) -> None:

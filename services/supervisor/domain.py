@@ -1,22 +1,56 @@
 """What the supervisor decides: the red lines of a campaign, enforced by code.
 
-It owns the protected-file baseline (R2), the audit of every proposed idea (search space, patches
-touching the evaluation protocol), the check of every completed experiment (R1, R2, metrics, R4),
-and the verification round that certifies or refutes a nominated candidate against a fresh
-baseline re-run with a one-sided Welch t-test.
+It owns the protected-file baseline, the audit of every proposed idea before it runs (search
+space, protected paths, shadowing modules, evaluation invocation, tampering code, test-label
+reads, suspicious literals, the paper's own rules), the check of every completed experiment
+(protected hashes, the frozen evaluation command, the metric list, trade-offs), and the
+verification round that certifies or refutes a nominated candidate: fresh seeds for candidate
+and baseline, a seed-sensitivity check, a leakage canary, and a one-sided Welch t-test.
+
+Rules are named after AutoSOTA's red lines: R1 metric parameters and evaluation invocation
+fixed, R2 evaluation code untouched, R3 no hard-coded predictions, R4 no hidden trade-offs,
+R5 no test data in training, R6 no altered data, R7 the paper's own constraints.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import math
-import posixpath
+import re
+import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.supervisor.patches import (
+    DIGITS,
+    NUMBERS_PER_BLOCK,
+    NUMBERS_PER_LINE,
+    OPAQUE,
+    PINNED_SEED,
+    PROCESS_ESCAPE,
+    STARTUP_HOOKS,
+    STARTUP_SUFFIXES,
+    STDLIB_MODULES,
+    WRITE_MARKERS,
+    PatchSummary,
+    code_part,
+    covers,
+    display_path,
+    escapes_workspace,
+    import_root,
+    imported_modules,
+    is_code,
+    is_protected,
+    module_name,
+    names_file,
+    normalise_path,
+    numeric_blocks,
+    parse_patch,
+    path_readings,
+    string_literals,
+)
 from services.supervisor.statistics import mean, welch_one_sided
 from shared.contracts import (
     Arm,
@@ -32,6 +66,7 @@ from shared.contracts import (
     IdeasProposed,
     JobCompleted,
     JobFailed,
+    LabelCanary,
     Objective,
     ObjectiveSet,
     ProtectionEstablished,
@@ -44,6 +79,8 @@ from shared.contracts import (
     VerificationDispatched,
     WorkItem,
 )
+
+__all__ = ["covers", "is_protected", "normalise_path", "parse_patch"]
 
 RELEVANT = frozenset(
     {
@@ -58,14 +95,14 @@ ALPHA = 0.05
 TEST_NAME = "welch-t-one-sided"
 DISPATCHER = "supervisor"
 ARMS: tuple[Arm, ...] = ("candidate", "baseline")
-SYMLINK_MODE = "120000"
-NULL_PATH = "/dev/null"
-# Python imports any of these as a module named after the file's first dotted part.
-MODULE_SUFFIXES = (".py", ".pyw", ".pyc", ".pyd", ".so")
-PACKAGE_MARKERS = frozenset({"__init__.py", "__init__.pyc"})
-HUNK_MARKERS = frozenset({" ", "", "-", "+", "\\"})
+TASK_CARD = "autosota.toml"
+# A candidate that keeps more than this share of its advantage when the test labels are shuffled has seen them.
+CANARY_RETAINED_LIMIT = 0.5
+CANARY_SEED_OFFSET = 7
+EVIDENCE_LINES = 5
 
 Verdict = tuple[bool, str, dict[str, Any]]
+Finding = tuple[str, dict[str, Any]]
 CLEARED: Verdict = (True, "", {})
 
 
@@ -78,6 +115,7 @@ class DispatchRecord:
     idea_id: str | None
     arm: Arm | None = None
     seed: int | None = None
+    canary: bool = False
 
 
 @dataclass
@@ -100,6 +138,8 @@ class SupervisorState:
     environment_bin: str | None = None
     baseline_params: dict[str, Any] | None = None
     protected_files: dict[str, str] | None = None
+    evaluation_imports: list[str] = field(default_factory=list)
+    shadow_guards: list[str] = field(default_factory=list)
     dispatched: dict[str, DispatchRecord] = field(default_factory=dict)
     validated: dict[str, ResultValidated] = field(default_factory=dict)
     rejected: dict[str, ResultRejected] = field(default_factory=dict)
@@ -131,10 +171,12 @@ def fold(state: SupervisorState, event: Event) -> SupervisorState:
         state.environment_bin, state.baseline_params = event.environment_bin, dict(event.params)
     elif isinstance(event, ProtectionEstablished):
         state.protected_files = dict(event.protected_files)
+        state.evaluation_imports = list(event.evaluation_imports)
+        state.shadow_guards = list(event.shadow_guards)
     elif isinstance(event, ExperimentDispatched):
         state.dispatched[event.experiment_id] = DispatchRecord(event.purpose, event.idea_id, seed=event.seed)
     elif isinstance(event, VerificationDispatched):
-        state.dispatched[event.experiment_id] = DispatchRecord("verification", event.idea_id, event.arm, event.seed)
+        state.dispatched[event.experiment_id] = DispatchRecord("verification", event.idea_id, event.arm, event.seed, event.canary)
     elif isinstance(event, JobFailed):
         state.failed[event.experiment_id] = event.reason
     elif isinstance(event, IdeaCleared):
@@ -157,28 +199,7 @@ def fold(state: SupervisorState, event: Event) -> SupervisorState:
     return state
 
 
-# ---------------------------------------------------------------- paths
-
-
-def normalise_path(path: str) -> str:
-    """A relative posix path without '.', '..' or trailing slashes ('.' is the root itself)."""
-    return posixpath.normpath(path.strip().replace("\\", "/").lstrip("/") or ".")
-
-
-def escapes_workspace(path: str) -> bool:
-    """Absolute paths and any '..' component: an honest patch against the snapshot needs neither."""
-    cleaned = path.strip().replace("\\", "/")
-    return cleaned.startswith("/") or ".." in cleaned.split("/")
-
-
-def covers(protected_entry: str, path: str) -> bool:
-    """True when path is the protected entry or lies under it (a folder entry covers its files)."""
-    entry, target = normalise_path(protected_entry), normalise_path(path)
-    return entry == "." or target == entry or target.startswith(entry + "/")
-
-
-def is_protected(protected_entries: Iterable[str], path: str) -> bool:
-    return any(covers(entry, path) for entry in protected_entries)
+# ---------------------------------------------------------------- protection
 
 
 def protected_snapshot_files(files: dict[str, str], protected_entries: list[str]) -> dict[str, str]:
@@ -186,21 +207,26 @@ def protected_snapshot_files(files: dict[str, str], protected_entries: list[str]
     return {path: digest for path, digest in sorted(files.items()) if is_protected(protected_entries, path)}
 
 
-def decide_protection(state: SupervisorState, campaign: str) -> list[Event]:
+def protected_sources_needed(state: SupervisorState) -> list[str]:
+    """The protected Python files whose imports the protection record lists (empty once it exists)."""
     if state.protected_files is not None or state.snapshot_files is None or state.objective is None:
         return []
     protected = protected_snapshot_files(state.snapshot_files, state.objective.protected_paths)
-    return [ProtectionEstablished(campaign=campaign, protected_files=protected)]
+    return [path for path in protected if path.endswith(".py")]
 
 
-def module_name(path: str) -> str | None:
-    """The top-level name under which Python would import this file, if it is importable."""
-    parts = normalise_path(path).split("/")
-    if parts[-1] in PACKAGE_MARKERS:
-        return parts[-2] if len(parts) > 1 else None
-    if parts[-1].endswith(MODULE_SUFFIXES):
-        return parts[-1].split(".", 1)[0] or None
-    return None
+def evaluation_imports(sources: dict[str, str]) -> list[str]:
+    """Every top-level module the protected code imports: a file of that name must not appear beside it."""
+    return sorted(set().union(*(imported_modules(text) for text in sources.values())) if sources else set())
+
+
+def decide_protection(state: SupervisorState, campaign: str, sources: dict[str, str] | None = None) -> list[Event]:
+    if state.protected_files is not None or state.snapshot_files is None or state.objective is None:
+        return []
+    protected = protected_snapshot_files(state.snapshot_files, state.objective.protected_paths)
+    imports = evaluation_imports(sources or {})
+    guards = shadow_guards(state.objective, protected, imports)
+    return [ProtectionEstablished(campaign=campaign, protected_files=protected, evaluation_imports=imports, shadow_guards=guards)]
 
 
 def protected_module_names(protected_entries: list[str], protected_files: dict[str, str]) -> set[str]:
@@ -215,171 +241,214 @@ def protected_module_names(protected_entries: list[str], protected_files: dict[s
     return names
 
 
-# ---------------------------------------------------------------- patches
+def import_roots(protected_entries: list[str], protected_files: dict[str, str]) -> set[str]:
+    """Folders Python puts first on sys.path when it runs a protected script: the workspace and theirs."""
+    return {"."} | {import_root(path) for path in [*protected_entries, *protected_files] if path.endswith(".py")}
 
 
-@dataclass
-class PatchSummary:
-    """The file operations a unified diff announces in its headers."""
-
-    touched: set[str] = field(default_factory=set)
-    created: set[str] = field(default_factory=set)
-    symlinks: set[str] = field(default_factory=set)
-
-
-def _header_path(text: str) -> str:
-    """The path of a ---/+++ style header: unquoted, without a trailing timestamp."""
-    text = text.strip()
-    if text.startswith('"'):
-        closing = text.find('"', 1)
-        while closing > 0 and text[closing - 1] == "\\":
-            closing = text.find('"', closing + 1)
-        quoted = text[: closing + 1] if closing > 0 else text + '"'
-        try:
-            return ast.literal_eval("b" + quoted).decode("utf-8", "replace")
-        except (SyntaxError, ValueError):
-            return quoted.strip('"')
-    return text.split("\t", 1)[0].rstrip()
+def shadow_guards(objective: Objective, protected_files: dict[str, str], imports: Iterable[str]) -> list[str]:
+    """Paths that must not exist after a run: a module there would replace one the evaluation imports."""
+    names = (set(imports) | STARTUP_HOOKS) - set(sys.builtin_module_names)
+    guards: set[str] = set()
+    for root in import_roots(objective.protected_paths, protected_files):
+        prefix = "" if root == "." else root + "/"
+        for name in names:
+            guards.update({f"{prefix}{name}.py", f"{prefix}{name}.pyc", f"{prefix}{name}"})
+    return sorted(guard for guard in guards if not is_protected(objective.protected_paths, guard))
 
 
-def _git_header_paths(rest: str) -> list[str]:
-    """Both paths of 'diff --git A B'; when spaces make it ambiguous, prefer the split where A equals B."""
-    rest = rest.strip()
-    if rest.startswith('"'):
-        first = _header_path(rest)
-        closing = rest.find('"', 1)
-        return [first, _header_path(rest[closing + 1 :])] if closing > 0 else [first]
-    splits = [index for index, character in enumerate(rest) if character == " "]
-    for index in splits:
-        left, right = rest[:index], rest[index + 1 :]
-        if _strip_prefix(left, "a/") == _strip_prefix(right, "b/"):
-            return [left, right]
-    return [rest[: splits[0]], rest[splits[0] + 1 :]] if splits else [rest]
+# ---------------------------------------------------------------- the patch audit
 
 
-def _strip_prefix(path: str, prefix: str) -> str:
-    return path[len(prefix) :] if path.startswith(prefix) else path
+def evaluation_files(objective: Objective) -> set[str]:
+    """The task card and every file the frozen evaluation command names: they define how scoring is invoked."""
+    try:
+        tokens = shlex.split(objective.evaluate_command)
+    except ValueError:
+        tokens = objective.evaluate_command.split()
+    named = {
+        normalise_path(token)
+        for index, token in enumerate(tokens)
+        if not token.startswith("-") and (index > 0 or "/" in token) and ("." in token or "/" in token)
+    }
+    return {TASK_CARD} | named
 
 
-def _hunk_lengths(header: str) -> tuple[int, int]:
-    """Old and new line counts from '@@ -l[,s] +l[,s] @@'."""
-    ranges = header.split("@@")[1].split() if header.count("@@") >= 2 else []
-    lengths = []
-    for sign in "-+":
-        spec = next((r[1:] for r in ranges if r.startswith(sign)), "0")
-        count = spec.split(",", 1)[1] if "," in spec else "1"
-        lengths.append(int(count) if count.isdigit() else 0)
-    return lengths[0], lengths[1]
+def _readings(paths: Iterable[str]) -> set[str]:
+    return {reading for path in paths for reading in path_readings(path)}
 
 
-def parse_patch(patch: str) -> PatchSummary:
-    """Read the file headers of a unified (or git) diff; hunk bodies are skipped by their counts."""
-    summary = PatchSummary()
-    section_new: str | None = None
-    previous_old: str | None = None
-    old_left = new_left = 0
-    for line in patch.splitlines():
-        marker = line[:1]
-        if (old_left > 0 or new_left > 0) and marker in HUNK_MARKERS:
-            if marker in (" ", ""):
-                old_left, new_left = old_left - 1, new_left - 1
-            elif marker == "-":
-                old_left -= 1
-            elif marker == "+":
-                new_left -= 1
-            continue
-        # Any other line ends a hunk early, so no header can hide behind an inflated line count.
-        old_left = new_left = 0
-        if line.startswith("diff --git "):
-            paths = _git_header_paths(line[len("diff --git ") :])
-            summary.touched.update(paths)
-            section_new, previous_old = paths[-1], None
-        elif line.startswith("--- "):
-            previous_old = _header_path(line[4:])
-            if previous_old != NULL_PATH:
-                summary.touched.add(previous_old)
-        elif line.startswith("+++ "):
-            new_path = _header_path(line[4:])
-            if new_path != NULL_PATH:
-                summary.touched.add(new_path)
-                if previous_old == NULL_PATH:
-                    summary.created.add(new_path)
-            section_new = new_path
-        elif line.startswith("rename from "):
-            # Renaming a protected file away deletes it (a copy's source is only read).
-            summary.touched.add(_header_path(line[len("rename from ") :]))
-        elif line.startswith(("rename to ", "copy to ")):
-            destination = _header_path(line.split(" to ", 1)[1])
-            summary.touched.add(destination)
-            summary.created.add(destination)
-        elif line.startswith("new file mode "):
-            if section_new is not None:
-                summary.created.add(section_new)
-                if line.split()[-1] == SYMLINK_MODE:
-                    summary.symlinks.add(section_new)
-        elif line.startswith("new mode "):
-            if line.split()[-1] == SYMLINK_MODE and section_new is not None:
-                summary.symlinks.add(section_new)
-        elif line.startswith("@@"):
-            old_left, new_left = _hunk_lengths(line)
-    return summary
+def _excerpt(lines: list[tuple[str, str]]) -> list[str]:
+    return [f"{path}: {line.strip()[:160]}" for path, line in lines[:EVIDENCE_LINES]]
 
 
-def path_readings(path: str) -> set[str]:
-    """Where a header path may land: as written (-p0) and without its first component (-p1)."""
-    normal = normalise_path(path)
-    readings = {normal}
-    if "/" in normal:
-        readings.add(normal.split("/", 1)[1])
-    return readings
-
-
-def audit_patch(objective: Objective, protected_files: dict[str, str], patch: str) -> Verdict:
-    """R2 at the idea stage: a patch may not reach the evaluation protocol, directly or by shadowing."""
+def patch_findings(objective: Objective, protected_files: dict[str, str], imports: Iterable[str], patch: str) -> list[Finding]:
+    """Every red line a patch crosses before it runs, most serious first, each with its evidence."""
     summary = parse_patch(patch)
     if not summary.touched:
-        return False, "patch-malformed", {"reason": "the patch names no file"}
-    if summary.symlinks:
-        return False, "R2", {"reason": "the patch creates a symbolic link", "paths": sorted(summary.symlinks)}
+        return [("patch-malformed", {"reason": "the patch names no file"})]
+    findings: list[Finding] = []
     escaping = sorted(path for path in summary.touched if escapes_workspace(path))
     if escaping:
-        return False, "R2", {"reason": "the patch reaches outside the workspace", "paths": escaping}
+        findings.append(("R2", {"reason": "the patch reaches outside the workspace", "paths": escaping}))
+    if summary.symlinks:
+        findings.append(("R2", {"reason": "the patch creates a symbolic link", "paths": sorted(map(display_path, summary.symlinks))}))
     entries = [*objective.protected_paths, *protected_files]
-    hits = sorted({reading for path in summary.touched for reading in path_readings(path) if is_protected(entries, reading)})
-    if hits:
-        return False, "R2", {
-            "reason": "the patch touches protected paths",
-            "paths": hits,
-            "protected_paths": objective.protected_paths,
-        }
+    hits = sorted(reading for reading in _readings(summary.touched) if is_protected(entries, reading))
+    code_hits = [path for path in hits if is_code(path)]
+    data_hits = [path for path in hits if not is_code(path)]
+    if code_hits:
+        findings.append(("R2", {"reason": "the patch touches protected paths", "paths": code_hits, "protected_paths": objective.protected_paths}))
+    if data_hits:
+        findings.append(("R6", {"reason": "the patch alters, filters or relabels protected data", "paths": data_hits, "protected_paths": objective.protected_paths}))
+    invocation = sorted(_readings(summary.touched) & evaluation_files(objective) - set(hits))
+    if invocation:
+        findings.append(("R1", {"reason": "the patch changes how the evaluation is invoked", "paths": invocation, "evaluate_command": objective.evaluate_command}))
+    findings += _shadowing(objective, protected_files, set(imports), summary)
+    findings += _tampering_code(objective, protected_files, summary)
+    findings += _test_label_reads(objective, summary)
+    findings += _suspicious_literals(summary)
+    findings += _rule_violations_in_patch(objective, summary)
+    return findings
+
+
+def _shadowing(objective: Objective, protected_files: dict[str, str], imports: set[str], summary: PatchSummary) -> list[Finding]:
     protected_modules = protected_module_names(objective.protected_paths, protected_files)
-    shadowing = sorted(path for path in summary.created if module_name(path) in protected_modules)
+    sensitive = protected_modules | imports | STDLIB_MODULES | STARTUP_HOOKS
+    roots = import_roots(objective.protected_paths, protected_files)
+    shadowing: set[str] = set()
+    for path in _readings(summary.created):
+        name = module_name(path)
+        if path.endswith(STARTUP_SUFFIXES) or name in STARTUP_HOOKS or name in protected_modules:
+            shadowing.add(path)
+        elif name in sensitive and import_root(path) in roots:
+            shadowing.add(path)
+    findings: list[Finding] = []
     if shadowing:
-        return False, "R2", {
-            "reason": "the patch creates modules that shadow protected ones",
-            "paths": shadowing,
-            "modules": sorted({module_name(path) for path in shadowing if module_name(path)}),
-        }
-    return CLEARED
+        modules = sorted({module_name(path) or path for path in shadowing})
+        findings.append(("R2", {"reason": "the patch creates modules that shadow protected ones", "paths": sorted(shadowing), "modules": modules}))
+    changed_imports = sorted(
+        path for path in _readings(summary.touched) - _readings(summary.created)
+        if module_name(path) in imports and import_root(path) in roots and not is_protected(objective.protected_paths, path)
+    )
+    if changed_imports:
+        findings.append(("R2", {"reason": "the patch changes a module the evaluation imports", "paths": changed_imports}))
+    return findings
+
+
+def _tampering_code(objective: Objective, protected_files: dict[str, str], summary: PatchSummary) -> list[Finding]:
+    """Added code that names the evaluation's files, writes protected data, or outlives the run."""
+    protected = sorted(set(protected_files) | {normalise_path(p) for p in objective.protected_paths if is_code(p)})
+    code_files = [path for path in protected if is_code(path)]
+    data_files = [path for path in protected if not is_code(path)]
+    naming_code = [(path, line) for path, line in summary.added_lines() if any(names_file(line, target) for target in code_files)]
+    writing_data = [
+        (path, line) for path, line in summary.added_lines()
+        if WRITE_MARKERS.search(code_part(line)) and any(names_file(line, target) for target in data_files)
+    ]
+    escaping = [(path, line) for path, line in summary.added_lines() if PROCESS_ESCAPE.search(code_part(line))]
+    findings: list[Finding] = []
+    if naming_code:
+        findings.append(("R2", {"reason": "the patch's code names a protected evaluation file", "lines": _excerpt(naming_code)}))
+    if escaping:
+        findings.append(("R2", {"reason": "the patch starts processes that outlive the run and could act after its checks", "lines": _excerpt(escaping)}))
+    if writing_data:
+        findings.append(("R6", {"reason": "the patch's code writes protected data", "lines": _excerpt(writing_data)}))
+    return findings
+
+
+def _test_label_reads(objective: Objective, summary: PatchSummary) -> list[Finding]:
+    labels = objective.test_labels
+    if labels is None:
+        return []
+    column = re.compile(re.escape(labels.column) if len(labels.column) >= 3 else rf"[\"']{re.escape(labels.column)}[\"']")
+    reads = [(path, line) for path, line in summary.added_lines() if names_file(line, labels.path) and column.search(code_part(line))]
+    if not reads:
+        return []
+    return [("R5", {"reason": "the patch reads the test labels outside the evaluation", "test_labels": labels.model_dump(), "lines": _excerpt(reads)})]
+
+
+def _suspicious_literals(summary: PatchSummary) -> list[Finding]:
+    findings: list[Finding] = []
+    if summary.binary:
+        findings.append(("R3", {"reason": "the patch adds binary content the audit cannot read", "paths": sorted(map(display_path, summary.binary))}))
+    dense = sorted(
+        path for path, lines in summary.added.items()
+        if any(densest >= NUMBERS_PER_LINE or total >= NUMBERS_PER_BLOCK for densest, total in numeric_blocks(lines))
+    )
+    if dense:
+        findings.append(("R3", {"reason": "the patch adds long runs of numeric literals (hard-coded predictions or scores?)", "paths": dense}))
+    opaque = [
+        (path, line) for path, line in summary.added_lines()
+        if any(OPAQUE.search(literal) or DIGITS.search(literal) for literal in string_literals(line)) or DIGITS.search(code_part(line))
+    ]
+    if opaque:
+        findings.append(("R3", {"reason": "the patch adds long opaque literals (encoded predictions or hashes?)", "lines": _excerpt(opaque)}))
+    pinned = [(path, line) for path, line in summary.added_lines() if PINNED_SEED.search(code_part(line))]
+    if pinned:
+        findings.append(("R3", {"reason": "the patch pins a random seed, so fresh-seed re-runs could not measure seed noise", "lines": _excerpt(pinned)}))
+    return findings
+
+
+def _rule_violations_in_patch(objective: Objective, summary: PatchSummary) -> list[Finding]:
+    rules = objective.rules
+    if rules is None:
+        return []
+    findings: list[Finding] = []
+    forbidden = sorted(path for path in _readings(summary.touched) if is_protected(rules.forbidden_files, path))
+    if forbidden:
+        findings.append(("R7", {"reason": "the patch touches files the paper's rules fix", "paths": forbidden, "forbidden_files": rules.forbidden_files}))
+    for pattern in rules.forbidden_patterns:
+        try:
+            compiled = re.compile(pattern)
+        except re.error:
+            continue  # a malformed rule is the objective's problem; it cannot be enforced here
+        matches = [(path, line) for path, line in summary.added_lines() if compiled.search(line)]
+        if matches:
+            findings.append(("R7", {"reason": "the patch's code matches a pattern the paper's rules forbid", "pattern": pattern, "lines": _excerpt(matches)}))
+    return findings
+
+
+def param_findings(objective: Objective, params: dict[str, Any]) -> list[Finding]:
+    """The search space (R1) and the paper's parameter rules (R7)."""
+    findings: list[Finding] = []
+    unknown = sorted(key for key in params if key not in objective.search_space)
+    inadmissible = {
+        key: value
+        for key, value in sorted(params.items())
+        if key in objective.search_space and not objective.search_space[key].admits(value)
+    }
+    if unknown or inadmissible:
+        findings.append(("R1-search-space", {"unknown_keys": unknown, "inadmissible": inadmissible}))
+    rules = objective.rules
+    if rules is not None:
+        broken: dict[str, Any] = {}
+        for key, value in sorted(params.items()):
+            number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+            if key in rules.forbidden_params:
+                broken[key] = {"value": value, "rule": "forbidden"}
+            elif number is not None and key in rules.max_params and number > rules.max_params[key]:
+                broken[key] = {"value": value, "max": rules.max_params[key]}
+            elif number is not None and key in rules.min_params and number < rules.min_params[key]:
+                broken[key] = {"value": value, "min": rules.min_params[key]}
+        if broken:
+            findings.append(("R7", {"reason": "the parameters break the paper's rules", "params": broken}))
+    return findings
 
 
 # ---------------------------------------------------------------- ideas
 
 
-def audit_idea(objective: Objective, protected_files: dict[str, str], idea: Idea) -> Verdict:
-    """(cleared, rule, evidence) for one proposed idea."""
-    if idea.kind == "PARAM":
-        unknown = sorted(key for key in idea.params if key not in objective.search_space)
-        inadmissible = {
-            key: value
-            for key, value in sorted(idea.params.items())
-            if key in objective.search_space and not objective.search_space[key].admits(value)
-        }
-        if unknown or inadmissible:
-            return False, "R1-search-space", {"unknown_keys": unknown, "inadmissible": inadmissible}
+def audit_idea(objective: Objective, protected_files: dict[str, str], idea: Idea, imports: Iterable[str] = ()) -> Verdict:
+    """(cleared, rule, evidence) for one proposed idea: the first red line it crosses, and any others."""
+    findings = param_findings(objective, idea.params)
     if idea.patch:
-        return audit_patch(objective, protected_files, idea.patch)
-    return CLEARED
+        findings += patch_findings(objective, protected_files, imports, idea.patch)
+    if not findings:
+        return CLEARED
+    rule, evidence = findings[0]
+    others = [{"rule": other_rule, "reason": other.get("reason", other_rule)} for other_rule, other in findings[1:]]
+    return False, rule, {**evidence, "also": others} if others else evidence
 
 
 def decide_ideas(state: SupervisorState, proposed: IdeasProposed) -> list[Event]:
@@ -392,7 +461,7 @@ def decide_ideas(state: SupervisorState, proposed: IdeasProposed) -> list[Event]
         if state.objective is None:
             cleared, rule, evidence = False, "objective-unknown", {"reason": "no objective has been set"}
         else:
-            cleared, rule, evidence = audit_idea(state.objective, state.protected_files or {}, idea)
+            cleared, rule, evidence = audit_idea(state.objective, state.protected_files or {}, idea, state.evaluation_imports)
         if cleared:
             outputs.append(IdeaCleared(campaign=proposed.campaign, idea=idea))
         else:
@@ -418,6 +487,23 @@ def protection_violations(
         for path in sorted(expected.keys() | actual.keys())
         if expected.get(path) != actual.get(path)
     ]
+
+
+def planted_modules(objective: Objective, protected_files: dict[str, str], created: dict[str, str]) -> list[str]:
+    """Files a run created that Python would import: on the evaluation's import path, or start-up hooks anywhere."""
+    roots = import_roots(objective.protected_paths, protected_files)
+    return sorted(
+        path for path in created
+        if path.endswith(STARTUP_SUFFIXES) or module_name(path) in STARTUP_HOOKS
+        or (module_name(path) is not None and import_root(path) in roots)
+    )
+
+
+def violation_rule(violations: list[dict[str, str | None]], guards: Iterable[str] = ()) -> str:
+    """R2 when evaluation code changed or a shadowing module appeared, R6 when only data changed."""
+    guarded = list(guards)
+    code = [v for v in violations if is_code(str(v["path"])) or is_protected(guarded, str(v["path"]))]
+    return "R2" if code or not violations else "R6"
 
 
 def secondary_worsenings(
@@ -446,17 +532,32 @@ def check_result(
     purpose: Purpose,
     idea_id: str | None,
     baseline_means: dict[str, float] | None,
+    guards: list[str] | None = None,
+    canary: bool = False,
 ) -> ResultValidated | ResultRejected:
-    """Judge one completed experiment against R2, R1, the metric list, and (ideas only) R4."""
+    """Judge one completed experiment: protected files (R2/R6), the frozen command (R1), the metric list, and (ideas only) R4.
+
+    A canary run's test-label file is expected to hash as the runner permuted it, nothing else.
+    """
 
     def rejected(rule: str, evidence: dict[str, Any]) -> ResultRejected:
         return ResultRejected(
             campaign=job.campaign, experiment_id=job.experiment_id, purpose=purpose, idea_id=idea_id, rule=rule, evidence=evidence
         )
 
-    violations = protection_violations(objective.protected_paths, protected_files, job.protected_hashes)
+    expected = dict(protected_files)
+    if canary and objective.test_labels is not None:
+        if job.canary_sha256 is None:
+            return rejected("R5", {"reason": "a canary run came back without its permuted test labels", "test_labels": objective.test_labels.model_dump()})
+        expected[normalise_path(objective.test_labels.path)] = job.canary_sha256
+    entries = [*objective.protected_paths, *(guards or [])]
+    violations = protection_violations(entries, expected, job.protected_hashes)
     if violations:
-        return rejected("R2", {"violations": violations})
+        return rejected(violation_rule(violations, guards or []), {"violations": violations})
+    planted = planted_modules(objective, protected_files, job.created_files)
+    if planted:
+        return rejected("R2", {"reason": "the run left modules where the evaluation would import them", "paths": planted,
+                               "created_files": {path: job.created_files[path] for path in planted}})
     if job.evaluate_command.strip() != objective.evaluate_command.strip():
         return rejected("R1", {"expected": objective.evaluate_command, "actual": job.evaluate_command})
     missing = [name for name in objective.metric_names if not math.isfinite(job.metrics.get(name, math.nan))]
@@ -486,6 +587,13 @@ def baseline_means(state: SupervisorState) -> dict[str, float] | None:
     return {name: mean([metrics[name] for metrics in runs]) for name in sorted(names)}
 
 
+def state_guards(state: SupervisorState) -> list[str]:
+    """The guards recorded with the protection (computed again only for a record that predates them)."""
+    if state.shadow_guards or state.objective is None or state.protected_files is None:
+        return list(state.shadow_guards)
+    return shadow_guards(state.objective, state.protected_files, state.evaluation_imports)
+
+
 def decide_result(state: SupervisorState, job: JobCompleted) -> list[Event]:
     """Validate or reject a completed job once, then see whether a verification round is complete."""
     if job.experiment_id in state.validated or job.experiment_id in state.rejected:
@@ -501,22 +609,88 @@ def decide_result(state: SupervisorState, job: JobCompleted) -> list[Event]:
         )
     else:
         result = check_result(
-            state.objective, state.protected_files, job, purpose=purpose, idea_id=idea_id, baseline_means=baseline_means(state)
+            state.objective, state.protected_files, job, purpose=purpose, idea_id=idea_id, baseline_means=baseline_means(state),
+            guards=state_guards(state), canary=bool(record and record.canary),
         )
     after = fold(copy.deepcopy(state), result)
     return [result, *decide_verdict(after, job.campaign)]
+
+
+# The sandbox keeps protected paths read-only; a run that tried to write one fails with these.
+REFUSED_PYTHON = re.compile(r"\[Errno (?:1|13|30)\] [^:'\"\n]*: ['\"]([^'\"\n]+)['\"](?: -> ['\"]([^'\"\n]+)['\"])?")
+REFUSED_SHELL = re.compile(r"cannot [a-z ]+?['\"\u2018]?([^'\"\u2019:\n]+)['\"\u2019]?: (?:Read-only file system|Permission denied|Operation not permitted)")
+
+
+def refused_paths(output: str) -> list[str]:
+    """Paths the run was refused write access to, as its error messages print them."""
+    found: list[str] = []
+    for match in REFUSED_PYTHON.finditer(output):
+        found += [path for path in match.groups() if path]
+    found += [match.group(1).strip() for match in REFUSED_SHELL.finditer(output)]
+    return list(dict.fromkeys(found))
+
+
+def _workspace_relative(path: str, job: JobFailed) -> str | None:
+    marker = f"/{job.campaign}-{job.experiment_id}/"
+    cleaned = path.replace("\\", "/")
+    if marker in cleaned:
+        return normalise_path(cleaned.split(marker, 1)[1])
+    return None if cleaned.startswith("/") else normalise_path(cleaned)
+
+
+def tampering_failure(objective: Objective, protected_files: dict[str, str], job: JobFailed, purpose: Purpose, idea_id: str | None) -> ResultRejected | None:
+    """A run that failed because it tried to change a protected file broke R2 (code) or R6 (data), refused or not."""
+    if job.stage not in ("train", "evaluate"):
+        return None
+    touched: set[str] = set()
+    for path in refused_paths(job.output_tail):
+        relative = _workspace_relative(path, job)
+        if relative is not None and is_protected(objective.protected_paths, relative):
+            touched.add(relative)
+        else:
+            touched.update(name for name in protected_files if path.replace("\\", "/").endswith("/" + name))
+    if not touched:
+        return None
+    lines = [line.strip()[:200] for line in job.output_tail.splitlines() if any(path in line for path in refused_paths(line))]
+    rule = "R2" if any(is_code(path) for path in touched) else "R6"
+    return ResultRejected(
+        campaign=job.campaign, experiment_id=job.experiment_id, purpose=purpose, idea_id=idea_id, rule=rule,
+        evidence={"reason": "the run tried to change protected files; the sandbox refused", "stage": job.stage,
+                  "paths": sorted(touched), "lines": lines[:EVIDENCE_LINES]},
+    )
+
+
+def decide_failure(state: SupervisorState, job: JobFailed) -> list[Event]:
+    """A failed run that tried to tamper is rejected under its rule; then see whether a verification round is decided."""
+    outputs: list[Event] = []
+    if job.experiment_id not in state.rejected and state.objective is not None and state.protected_files is not None:
+        record = state.dispatched.get(job.experiment_id)
+        rejection = tampering_failure(
+            state.objective, state.protected_files, job, record.purpose if record else job.purpose, record.idea_id if record else None
+        )
+        if rejection is not None:
+            outputs.append(rejection)
+            state = fold(copy.deepcopy(state), rejection)
+    return [*outputs, *decide_verdict(state, job.campaign)]
 
 
 # ---------------------------------------------------------------- verification
 
 
 def verification_experiments(attempt: int, seeds: int) -> list[tuple[Arm, int, str]]:
-    """(arm, seed, experiment_id) of every run of a verification round, in a fixed order."""
+    """(arm, seed, experiment_id) of every seed run of a verification round, in a fixed order."""
     return [
         (arm, 1000 * attempt + index, f"verify-{attempt}-{arm}-s{1000 * attempt + index}")
         for arm in ARMS
         for index in range(seeds)
     ]
+
+
+def canary_experiments(objective: Objective, attempt: int) -> list[tuple[Arm, int, str]]:
+    """(arm, seed, experiment_id) of the leakage-canary runs: one per arm, where the test labels are known."""
+    if objective.test_labels is None:
+        return []
+    return [(arm, 1000 * attempt, f"verify-{attempt}-{arm}-canary") for arm in ARMS]
 
 
 def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> tuple[list[Event], list[WorkItem]]:
@@ -531,13 +705,18 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
         reason = f"cannot re-run the candidate without: {missing}"
         return [_refutation(nominated.campaign, nominated.idea_id, objective, [], [], "verification-impossible", reason)], []
     baseline_params = state.baseline_params if state.baseline_params is not None else objective.baseline_params
+    # Verification runs also report any module that appeared where the evaluation would import it.
+    protected_paths = [*objective.protected_paths, *state_guards(state)]
+    planned = [(arm, seed, experiment_id, False) for arm, seed, experiment_id in experiments]
+    planned += [(arm, seed, experiment_id, True) for arm, seed, experiment_id in canary_experiments(objective, nominated.attempt)]
     events: list[Event] = []
     items: list[WorkItem] = []
-    for arm, seed, experiment_id in experiments:
+    for arm, seed, experiment_id, canary in planned:
         candidate = arm == "candidate"
+        labels = objective.test_labels
         events.append(
             VerificationDispatched(
-                campaign=nominated.campaign, experiment_id=experiment_id, idea_id=nominated.idea_id, arm=arm, seed=seed
+                campaign=nominated.campaign, experiment_id=experiment_id, idea_id=nominated.idea_id, arm=arm, seed=seed, canary=canary
             )
         )
         items.append(
@@ -553,9 +732,10 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
                 train_command=objective.train_command,
                 evaluate_command=objective.evaluate_command,
                 environment_bin=environment_bin,
-                protected_paths=list(objective.protected_paths),
+                protected_paths=protected_paths,
                 timeout_seconds=objective.timeout_seconds,
                 pool=state.pool,
+                canary=LabelCanary(path=labels.path, column=labels.column, seed=seed + CANARY_SEED_OFFSET) if canary and labels else None,
             )
         )
     return events, items
@@ -568,6 +748,7 @@ def decide_verdict(state: SupervisorState, campaign: str) -> list[Event]:
         return []
     objective = state.objective
     experiments = verification_experiments(round_.attempt, round_.seeds)
+    canaries = canary_experiments(objective, round_.attempt)
     values: dict[Arm, list[dict[str, float]]] = {arm: [] for arm in ARMS}
     for arm, _, experiment_id in experiments:
         if experiment_id in state.validated:
@@ -575,17 +756,55 @@ def decide_verdict(state: SupervisorState, campaign: str) -> list[Event]:
     primary = objective.primary_metric
     candidate_values = [metrics[primary] for metrics in values["candidate"]]
     baseline_values = [metrics[primary] for metrics in values["baseline"]]
-    for _, _, experiment_id in experiments:
+    for _, _, experiment_id in [*experiments, *canaries]:
         if experiment_id in state.rejected:
             rejection = state.rejected[experiment_id]
             return [_refutation(campaign, round_.idea_id, objective, candidate_values, baseline_values, rejection.rule,
-                                f"verification run {experiment_id} was rejected under {rejection.rule}: {rejection.evidence}")]
+                                f"verification run {experiment_id} was rejected under {rejection.rule}: {rejection.evidence}",
+                                {"experiment_id": experiment_id, **rejection.evidence})]
         if experiment_id in state.failed and experiment_id not in state.validated:
             return [_refutation(campaign, round_.idea_id, objective, candidate_values, baseline_values, "verification-failed",
-                                f"verification run {experiment_id} failed: {state.failed[experiment_id]}")]
-    if any(experiment_id not in state.validated for _, _, experiment_id in experiments):
+                                f"verification run {experiment_id} failed: {state.failed[experiment_id]}",
+                                {"experiment_id": experiment_id, "reason": state.failed[experiment_id]})]
+    if any(experiment_id not in state.validated for _, _, experiment_id in [*experiments, *canaries]):
         return []
-    return [judge_verification(campaign, objective, round_, values["candidate"], values["baseline"])]
+    canary_runs = {arm: state.validated[experiment_id].metrics for arm, _, experiment_id in canaries} if canaries else None
+    return [judge_verification(campaign, objective, round_, values["candidate"], values["baseline"], canary_runs)]
+
+
+def seed_sensitivity(candidate_values: list[float], baseline_values: list[float]) -> dict[str, Any]:
+    """R3: a candidate whose score ignores fresh seeds, while the paper's own method does not, reproduces a fixed answer."""
+    candidate_fixed = len(set(candidate_values)) == 1
+    # Only a baseline that differs on every seed shows the method's score depends on its seed.
+    baseline_seeded = len(baseline_values) >= 2 and len(set(baseline_values)) == len(baseline_values)
+    return {
+        "candidate_distinct_values": len(set(candidate_values)),
+        "baseline_distinct_values": len(set(baseline_values)),
+        "passed": not (candidate_fixed and baseline_seeded),
+    }
+
+
+def leakage_canary(objective: Objective, candidate_mean: float, canary_runs: dict[Arm, dict[str, float]]) -> dict[str, Any]:
+    """R5: with the test labels shuffled an honest model falls to the label-free level; one that saw them keeps its score.
+
+    retained is the share of the candidate's advantage over the baseline's shuffled-label score
+    that survives the shuffle: about 0 for an honest model, about 1 for one fitted to the labels.
+    """
+    primary = objective.primary_metric
+    shuffled_candidate = canary_runs["candidate"][primary]
+    shuffled_baseline = canary_runs["baseline"][primary]
+    advantage = objective.gain(candidate_mean, shuffled_baseline)
+    retained = objective.gain(shuffled_candidate, shuffled_baseline) / advantage if advantage > 0 else None
+    return {
+        "metric": primary,
+        "candidate_mean": candidate_mean,
+        "shuffled_candidate": shuffled_candidate,
+        "shuffled_baseline": shuffled_baseline,
+        "retained": retained,
+        "limit": CANARY_RETAINED_LIMIT,
+        "test_labels": objective.test_labels.model_dump() if objective.test_labels else None,
+        "passed": retained is None or retained <= CANARY_RETAINED_LIMIT,
+    }
 
 
 def judge_verification(
@@ -594,8 +813,9 @@ def judge_verification(
     round_: VerificationRound,
     candidate_runs: list[dict[str, float]],
     baseline_runs: list[dict[str, float]],
+    canary_runs: dict[Arm, dict[str, float]] | None = None,
 ) -> SotaCertified | SotaRefuted:
-    """One-sided Welch t-test of candidate over baseline in the objective's direction, then R4."""
+    """The leakage canary (R5), seed sensitivity (R3), a one-sided Welch t-test, then R4, in that order."""
     primary = objective.primary_metric
     candidate_values = [metrics[primary] for metrics in candidate_runs]
     baseline_values = [metrics[primary] for metrics in baseline_runs]
@@ -604,20 +824,38 @@ def judge_verification(
     test = welch_one_sided([sign * value for value in candidate_values], [sign * value for value in baseline_values])
     candidate_mean, baseline_mean = mean(candidate_values), mean(baseline_values)
     statistic = _json_safe(test.statistic)
+    welch = {"test": TEST_NAME, "statistic": statistic, "df": test.df, "p_value": test.p_value, "alpha": ALPHA,
+             "candidate_mean": candidate_mean, "baseline_mean": baseline_mean}
 
-    def refuted(rule: str, reason: str) -> SotaRefuted:
+    def refuted(rule: str, reason: str, evidence: dict[str, Any]) -> SotaRefuted:
         return SotaRefuted(
             campaign=campaign, idea_id=round_.idea_id, metric=primary, candidate_values=candidate_values,
             baseline_values=baseline_values, rule=rule, reason=reason, test=TEST_NAME, statistic=statistic,
-            p_value=test.p_value, alpha=ALPHA,
+            p_value=test.p_value, alpha=ALPHA, evidence=evidence,
         )
 
     summary = (
         f"{primary}: candidate mean {candidate_mean:.6g} vs baseline mean {baseline_mean:.6g} "
         f"({objective.direction}), Welch t={test.statistic:.4g}, df={test.df:.3g}, one-sided p={test.p_value:.4g}, alpha={ALPHA}"
     )
+    canary = leakage_canary(objective, candidate_mean, canary_runs) if canary_runs else None
+    if canary is not None and not canary["passed"]:
+        return refuted(
+            "R5",
+            f"leakage canary: with the test labels shuffled the candidate still scores {canary['shuffled_candidate']:.6g} "
+            f"(baseline {canary['shuffled_baseline']:.6g}), keeping {canary['retained']:.0%} of its advantage; it has seen the test labels",
+            {"check": "leakage-canary", **canary, "welch": welch},
+        )
+    seeds = seed_sensitivity(candidate_values, baseline_values)
+    if not seeds["passed"]:
+        return refuted(
+            "R3",
+            f"the candidate scores {candidate_values[0]:.6g} whatever its seed while the baseline varies: "
+            f"a hard-coded or seed-pinned result, not a reproduction; {summary}",
+            {"check": "seed-sensitivity", **seeds, "welch": welch},
+        )
     if not (objective.better(candidate_mean, baseline_mean) and test.p_value < ALPHA):
-        return refuted("seed-noise", f"improvement not beyond seed noise: {summary}")
+        return refuted("seed-noise", f"improvement not beyond seed noise: {summary}", {"check": "welch", **welch})
     secondary_names = sorted(objective.secondary_metrics)
     secondary_means = {
         "candidate": {name: mean([metrics[name] for metrics in candidate_runs]) for name in secondary_names},
@@ -630,7 +868,11 @@ def judge_verification(
             f"(worse by {item['worsening']:.4g}, allowed {item['allowed']:.4g})"
             for item in worse
         )
-        return refuted("R4", f"primary gain costs secondary metrics beyond tolerance: {described}; {summary}")
+        return refuted("R4", f"primary gain costs secondary metrics beyond tolerance: {described}; {summary}",
+                       {"check": "secondary-metrics", "violations": worse, "welch": welch})
+    checks: dict[str, Any] = {"seed_sensitivity": seeds}
+    if canary is not None:
+        checks["leakage_canary"] = canary
     return SotaCertified(
         campaign=campaign,
         idea_id=round_.idea_id,
@@ -649,6 +891,7 @@ def judge_verification(
         p_value=test.p_value,
         alpha=ALPHA,
         secondary_means=secondary_means,
+        checks=checks,
     )
 
 
@@ -660,6 +903,7 @@ def _refutation(
     baseline_values: list[float],
     rule: str,
     reason: str,
+    evidence: dict[str, Any] | None = None,
 ) -> SotaRefuted:
     # No test was run: the statistic is neutral and p is 1 (nothing shown).
     return SotaRefuted(
@@ -674,6 +918,7 @@ def _refutation(
         statistic=0.0,
         p_value=1.0,
         alpha=ALPHA,
+        evidence=evidence or {},
     )
 
 

@@ -56,7 +56,7 @@ def assert_exactly_once(events: list[Event]) -> None:
     completed = [getattr(e, "experiment_id") for e in events if e.event_type == "JobCompleted"]
     for experiment in completed:
         assert verdicts[experiment] == 1, f"{experiment} has {verdicts[experiment]} verdicts"
-    per_producer = Counter((e.producer, e.event_type, str(e.causation_id)) for e in events if e.causation_id is not None and e.event_type not in ("ExperimentDispatched", "VerificationDispatched", "IdeaCleared", "IdeaRejected", "BestUpdated"))
+    per_producer = Counter((e.producer, e.event_type, str(e.causation_id)) for e in events if e.causation_id is not None and e.event_type not in ("ExperimentDispatched", "VerificationDispatched", "IdeaCleared", "IdeaRejected", "BestUpdated", "ModelCalled", "BrainFellBack", "IdeaDropped"))
     assert [key for key, n in per_producer.items() if n > 1] == [], "one cause produced the same event type twice"
 
 

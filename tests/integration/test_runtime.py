@@ -16,6 +16,7 @@ from services.resource.app import create_app
 from services.resource.domain import ResourceDomain
 from shared.contracts import Budget, CampaignStarted, ResourcesPrepared, parse_event
 from shared.runtime import ServiceRuntime
+from shared.store import CampaignLedger
 from shared.settings import Settings
 
 pytestmark = pytest.mark.nats
@@ -141,3 +142,24 @@ def test_an_event_and_its_tracking_record_are_saved_together_once(tmp_path: Path
     assert again.state("c5").snapshot_sha256 == "ab" * 32
     emitted = again.store.mapper.to_domain_event(notifications[-1])
     assert parse_event(emitted.message).causation_id == event.event_id
+
+
+async def test_a_service_does_not_fold_its_own_events_twice(settings: Settings) -> None:
+    app, task = await running(settings)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    await js.publish(settings.subjects.event("scheduler", "c6", "CampaignStarted"), started("c6").model_dump_json().encode())
+    await read_events(settings, expected=2)
+    runtime = app.runtime  # type: ignore[attr-defined]
+    # Step 1: wait until the service has consumed its own ResourcesPrepared from the stream.
+    for _ in range(100):
+        if runtime.store.recorder.has_tracking_id(f"{settings.subjects.events_stream}/resource", 2):
+            break
+        await asyncio.sleep(0.05)
+    # Step 2: its ledger holds the observed start and one emitted event, not a second copy.
+    ledger_id = CampaignLedger.create_id("resource", "c6")
+    kinds = [type(e).__name__ for e in runtime.store.events.get(ledger_id)]
+    assert kinds == ["Opened", "Observed", "Emitted"]
+    await client.close()
+    app.exit()
+    await task

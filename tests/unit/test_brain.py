@@ -185,3 +185,11 @@ def test_missing_module_is_found_in_the_error_tail_too():
 
 def test_no_rule_no_repair():
     assert NoModelBrain().propose_repair(RepairRequest(signature="ValueError: shapes do not match")) is None
+
+
+def test_a_time_limit_kill_is_the_signature_whatever_was_printed_before() -> None:
+    from shared.brain import failure_signature
+
+    tail = "UserWarning: slow path taken at step 5\n[killed after the 60 s time limit]"
+    assert failure_signature(tail) == failure_signature("epoch 9\n[killed after the 30 s time limit]")
+    assert "killed after" in failure_signature(tail)

@@ -13,11 +13,10 @@ from services.fix.domain import (
     needs_brain,
     remembered_repair,
 )
-from shared.brain import RepairSuggestion
 from shared.contracts import EnvironmentFailed, EnvironmentReady, Event, RepairExhausted, RepairProposed
 
 YAML_MISSING = "ModuleNotFoundError: No module named 'yaml'"
-INSTALL_YAML = RepairSuggestion(action="install_package", argument="PyYAML")
+INSTALL_YAML = Repair("install_package", "PyYAML")
 
 
 def failed(campaign: str, attempt: int, signature: str = YAML_MISSING, final: bool = False) -> EnvironmentFailed:
@@ -50,13 +49,13 @@ def remember(*events: Event) -> FailureMemory:
 def test_a_new_failure_gets_the_brains_repair():
     state = fold("c1", failed("c1", 1))
     assert needs_answer(state, failed("c1", 1)) and needs_brain(state, failed("c1", 1), FailureMemory())
-    [event] = decide_repair(state, failed("c1", 1), FailureMemory(), INSTALL_YAML)
+    [event] = decide_repair(state, failed("c1", 1), FailureMemory(), [INSTALL_YAML])
     assert isinstance(event, RepairProposed)
     assert (event.argument, event.from_memory) == ("PyYAML", False)
 
 
 def test_no_suggestion_means_exhausted():
-    [event] = decide_repair(fold("c1", failed("c1", 1)), failed("c1", 1), FailureMemory(), None)
+    [event] = decide_repair(fold("c1", failed("c1", 1)), failed("c1", 1), FailureMemory(), [])
     assert isinstance(event, RepairExhausted) and "no repair rule" in event.reason
 
 
@@ -67,29 +66,29 @@ def test_a_repair_that_worked_elsewhere_is_reused_without_the_brain():
     # Campaign c2 meets the same failure.
     state = fold("c2", failed("c2", 1))
     assert not needs_brain(state, failed("c2", 1), memory)
-    [event] = decide_repair(state, failed("c2", 1), memory, None)
+    [event] = decide_repair(state, failed("c2", 1), memory, [])
     assert isinstance(event, RepairProposed) and event.from_memory and event.argument == "PyYAML"
 
 
 def test_a_repair_is_not_retried_after_it_failed_in_the_campaign():
     # The repair was proposed, applied, and the same failure came back.
     state = fold("c1", failed("c1", 1), proposed("c1"), failed("c1", 2))
-    assert needs_answer(state, failed("c1", 2)) and not needs_brain(state, failed("c1", 2), FailureMemory())
-    [event] = decide_repair(state, failed("c1", 2), FailureMemory(), INSTALL_YAML)
+    assert needs_answer(state, failed("c1", 2)) and not needs_brain(state, failed("c1", 2), FailureMemory(), [Repair("install_package", "pyyaml-alt")])
+    [event] = decide_repair(state, failed("c1", 2), FailureMemory(), [INSTALL_YAML])
     assert isinstance(event, RepairExhausted) and "already tried" in event.reason
 
 
 def test_a_remembered_repair_that_fails_here_is_not_retried_either():
     memory = remember(failed("c1", 1), proposed("c1"), ready("c1"))
     state = fold("c2", failed("c2", 1), proposed("c2"), failed("c2", 2))
-    [event] = decide_repair(state, failed("c2", 2), memory, None)
+    [event] = decide_repair(state, failed("c2", 2), memory, [])
     assert isinstance(event, RepairExhausted)
 
 
 def test_the_same_package_is_not_installed_twice_for_another_failure():
     other = "ModuleNotFoundError: No module named 'yaml.constructor'"
     state = fold("c1", failed("c1", 1), proposed("c1"), failed("c1", 2, signature=other))
-    [event] = decide_repair(state, failed("c1", 2, signature=other), FailureMemory(), INSTALL_YAML)
+    [event] = decide_repair(state, failed("c1", 2, signature=other), FailureMemory(), [INSTALL_YAML])
     assert isinstance(event, RepairExhausted)
 
 

@@ -127,3 +127,56 @@ def test_a_tick_decides_budget_and_stalls_together():
     state = fold(started(wall_clock=50), dispatched("idea-a", 0))
     events = decide_tick(state, at(61), STALL, {})
     assert [event.event_type for event in events] == ["BudgetExhausted", "StallDetected"]
+
+
+# ---------------------------------------------------------------- dead ends
+
+
+def job_failed(experiment_id: str, seconds: float, signature: str = "ValueError: <n>", purpose: str = "idea") -> Event:
+    from shared.contracts import JobFailed
+
+    return JobFailed(campaign=CAMPAIGN, time=at(seconds), experiment_id=experiment_id, purpose=purpose, runner="r1", stage="train", reason="exited with code 1", signature=signature)
+
+
+def validated(experiment_id: str, seconds: float) -> Event:
+    from shared.contracts import ResultValidated
+
+    return ResultValidated(campaign=CAMPAIGN, time=at(seconds), experiment_id=experiment_id, purpose="idea", metrics={"loss": 1.0})
+
+
+def dead_ends(state: MonitorState, seconds: float, repeats: int = 3, quiet: float = 600.0) -> list[Event]:
+    from services.monitor.domain import DeadEndLimits, decide_dead_ends
+
+    return decide_dead_ends(state, at(seconds), DeadEndLimits(repeats=repeats, no_progress_seconds=quiet))
+
+
+def test_ideas_failing_the_same_way_again_and_again_roll_back_once():
+    state = fold(started(), job_failed("i1", 10), job_failed("i2", 20))
+    assert dead_ends(state, 21) == []
+    state = fold(started(), job_failed("i1", 10), job_failed("i2", 20), job_failed("i3", 30))
+    [action] = dead_ends(state, 31)
+    assert (action.action, action.trigger, action.experiment_ids) == ("rollback", "repeated_failure", ["i1", "i2", "i3"])
+    assert action.signature == "ValueError: <n>"
+    answered = MonitorDomain().evolve(state, action.model_copy(update={"time": at(31)}))
+    assert dead_ends(answered, 40) == []
+
+
+def test_a_success_or_another_failure_breaks_the_streak():
+    assert dead_ends(fold(started(), job_failed("i1", 10), completed("i2", 15), job_failed("i3", 20), job_failed("i4", 30)), 31) == []
+    assert dead_ends(fold(started(), job_failed("i1", 10), job_failed("i2", 20, "KeyError: <q>"), job_failed("i3", 30)), 31) == []
+
+
+def test_a_baseline_that_keeps_failing_terminates_the_campaign():
+    state = fold(started(), *(job_failed(f"baseline-s{s}", 10 + s, "MemoryError", "baseline") for s in range(3)))
+    [action] = dead_ends(state, 20)
+    assert action.action == "terminate" and "baseline cannot complete" in action.reason
+
+
+def test_no_validated_result_for_too_long_falls_back_once_per_quiet_spell():
+    state = fold(started(), validated("i1", 100))
+    assert dead_ends(state, 650) == []
+    [action] = dead_ends(state, 701)
+    assert (action.action, action.trigger) == ("fallback", "no_progress")
+    answered = MonitorDomain().evolve(state, action.model_copy(update={"time": at(701)}))
+    assert dead_ends(answered, 900) == []
+    assert [a.action for a in dead_ends(MonitorDomain().evolve(answered, validated("i2", 950)), 1600)] == ["fallback"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.contracts import (
     BaselineRequested,
+    BestUpdated,
     Budget,
     BudgetExhausted,
     CampaignStarted,
@@ -12,6 +13,7 @@ from shared.contracts import (
     Idea,
     IdeaCleared,
     IdeasProposed,
+    IdeasRequested,
     JobFailed,
     Objective,
     ObjectiveSet,
@@ -148,3 +150,143 @@ def test_a_failing_baseline_fails_the_campaign_with_the_reason() -> None:
     loop.feed(BaselineRequested(campaign=CAMPAIGN, environment_bin="/env/bin", params={}, seeds=[0, 1, 2]))
     decisions = loop.feed(JobFailed(campaign=CAMPAIGN, experiment_id="baseline-s1", purpose="baseline", runner="r", stage="evaluate", reason="exited with code 2", signature="x"))
     assert loop.types(decisions) == ["CampaignCompleted"] and "exited with code 2" in decisions[0].reason
+
+
+# ---------------------------------------------------------------- Leap rule, honeymoon, rollback
+
+PATCH = "--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-a\n+b\n"
+
+
+def propose(loop: Loop, round_: int, idea: Idea, brain: str = "ollama:coder") -> list[Event | WorkItem]:
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=[idea], brain=brain, round=round_))
+    return loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=idea))
+
+
+def param_streak(loop: Loop, rounds: range, brain: str = "ollama:coder", value: float = 1.1) -> list[Event | WorkItem]:
+    decisions: list[Event | WorkItem] = []
+    for round_ in rounds:
+        propose(loop, round_, Idea(idea_id=f"r{round_}-0", params={"lr": 0.01 + round_ / 1000}), brain)
+        decisions = loop.validate(f"idea-r{round_}-0", value)
+    return decisions
+
+
+def requested(decisions: list[Event | WorkItem]) -> IdeasRequested:
+    return next(d for d in decisions if isinstance(d, IdeasRequested))
+
+
+def test_three_param_ideas_in_a_row_make_the_next_request_structural() -> None:
+    loop = Loop(Budget(max_experiments=10, parallelism=1))
+    first = requested(run_baseline(loop))
+    assert first.structural == 0 and first.base is not None and first.base.idea_id is None and first.base.params == {"lr": 0.01}
+    assert loop.types(param_streak(loop, range(1, 3))) == ["IdeasRequested"]
+    decisions = param_streak(loop, range(3, 4))
+    assert loop.types(decisions) == ["LeapStarted", "IdeasRequested"]
+    leap, request = decisions
+    assert leap.after_param_ideas == ["r1-0", "r2-0", "r3-0"] and leap.round == request.round == 4 and "Leap rule" in leap.reason
+    assert request.structural == 1
+
+
+def test_without_a_model_there_is_no_leap() -> None:
+    loop = Loop(Budget(max_experiments=10, parallelism=1))
+    run_baseline(loop)
+    decisions = param_streak(loop, range(1, 5), brain="no-model")
+    assert loop.types(decisions) == ["IdeasRequested"] and requested(decisions).structural == 0
+
+
+def test_a_structural_idea_that_beats_the_best_becomes_the_base_of_later_ideas() -> None:
+    loop = Loop(Budget(max_experiments=10, parallelism=1))
+    run_baseline(loop)
+    param_streak(loop, range(1, 4))
+    dispatched = propose(loop, 4, Idea(idea_id="r4-c0", kind="CODE", params={"lr": 0.01}, patch=PATCH))
+    assert dispatched[0].patch == PATCH and dispatched[1].patch == PATCH
+    decisions = loop.validate("idea-r4-c0", 0.8)
+    assert loop.types(decisions) == ["BestUpdated", "IdeasRequested"]
+    base = requested(decisions).base
+    assert base is not None and base.idea_id == "r4-c0" and base.patch == PATCH and base.value == 0.8
+    # A parameter idea now tunes the structural change: it runs with its patch.
+    follow = propose(loop, 5, Idea(idea_id="r5-0", params={"lr": 0.02}))
+    assert follow[0].patch == PATCH and follow[0].params == {"lr": 0.02}
+
+
+def test_a_structural_idea_short_of_the_best_gets_five_follow_ups_then_rollback() -> None:
+    loop = Loop(Budget(max_experiments=20, parallelism=1))
+    run_baseline(loop)
+    param_streak(loop, range(1, 4))
+    propose(loop, 4, Idea(idea_id="r4-c0", kind="ALGO", params={"lr": 0.01}, patch=PATCH))
+    decisions = loop.validate("idea-r4-c0", 1.05)
+    assert loop.types(decisions) == ["HoneymoonStarted", "IdeasRequested"]
+    honeymoon, request = decisions
+    assert honeymoon.idea_id == "r4-c0" and honeymoon.follow_ups == 5 and honeymoon.best_value == 1.0 and "1.05" in honeymoon.reason
+    assert request.base is not None and request.base.idea_id == "r4-c0" and request.base.patch == PATCH and request.structural == 0
+    # Step: five follow-ups build on it; none beats the best; no leap meanwhile.
+    for round_ in range(5, 10):
+        dispatched = propose(loop, round_, Idea(idea_id=f"r{round_}-0", params={"lr": 0.03}))
+        assert dispatched[0].patch == PATCH
+        decisions = loop.validate(f"idea-r{round_}-0", 1.2)
+        if round_ < 9:
+            assert loop.types(decisions) == ["IdeasRequested"] and requested(decisions).structural == 0
+    assert loop.types(decisions) == ["RolledBack", "IdeasRequested"]
+    rolled, request = decisions
+    assert rolled.from_idea_id == "r4-c0" and rolled.to_idea_id is None and rolled.follow_ups_tried == [f"r{r}-0" for r in range(5, 10)]
+    assert request.base is not None and request.base.idea_id is None and request.base.patch is None
+    after = propose(loop, 10, Idea(idea_id="r10-0", params={"lr": 0.03}))
+    assert after[0].patch is None
+
+
+def test_a_follow_up_that_beats_the_best_ends_the_honeymoon() -> None:
+    loop = Loop(Budget(max_experiments=20, parallelism=1))
+    run_baseline(loop)
+    param_streak(loop, range(1, 4))
+    propose(loop, 4, Idea(idea_id="r4-c0", kind="CODE", params={"lr": 0.01}, patch=PATCH))
+    loop.validate("idea-r4-c0", 1.05)
+    propose(loop, 5, Idea(idea_id="r5-0", params={"lr": 0.03}))
+    decisions = loop.validate("idea-r5-0", 0.9)
+    assert loop.types(decisions) == ["BestUpdated", "IdeasRequested"]
+    assert loop.state.honeymoon is None and loop.state.best is not None and loop.state.best.patch == PATCH
+    assert requested(decisions).base.idea_id == "r5-0"  # type: ignore[union-attr]
+
+
+def test_the_schedulers_own_decisions_seen_again_change_nothing() -> None:
+    loop = Loop(Budget(max_experiments=20, parallelism=1))
+    run_baseline(loop)
+    leap = param_streak(loop, range(1, 4))[0]
+    propose(loop, 4, Idea(idea_id="r4-c0", kind="CODE", params={"lr": 0.01}, patch=PATCH))
+    honeymoon = loop.validate("idea-r4-c0", 1.05)[0]
+    propose(loop, 5, Idea(idea_id="r5-0", params={"lr": 0.03}))
+    before = (loop.state.leap_round, list(loop.state.param_streak), list(loop.state.honeymoon.follow_ups))  # type: ignore[union-attr]
+    # Step: a service sees its own events again when they come back from the bus.
+    assert loop.feed(leap) == [] and loop.feed(honeymoon) == []
+    assert (loop.state.leap_round, loop.state.param_streak, loop.state.honeymoon.follow_ups) == before  # type: ignore[union-attr]
+    best = loop.validate("idea-r5-0", 0.7)[0]
+    loop.feed(BestUpdated(campaign=CAMPAIGN, idea_id="r1-0", experiment_id="idea-r1-0", value=0.95, previous_value=1.0, params={}))
+    assert loop.state.best_value == 0.7 and loop.state.best.idea_id == "r5-0" and best.event_type == "BestUpdated"  # type: ignore[union-attr]
+
+
+def test_a_late_copy_of_a_finished_honeymoon_does_not_restart_it() -> None:
+    loop = Loop(Budget(max_experiments=20, parallelism=1))
+    run_baseline(loop)
+    param_streak(loop, range(1, 4))
+    propose(loop, 4, Idea(idea_id="r4-c0", kind="CODE", params={"lr": 0.01}, patch=PATCH))
+    honeymoon = loop.validate("idea-r4-c0", 1.05)[0]
+    propose(loop, 5, Idea(idea_id="r5-0", params={"lr": 0.03}))
+    loop.validate("idea-r5-0", 0.9)
+    assert loop.state.honeymoon is None
+    loop.feed(honeymoon)
+    assert loop.state.honeymoon is None and loop.state.base().idea_id == "r5-0"  # type: ignore[union-attr]
+
+
+def test_the_monitors_terminate_ends_the_campaign_and_fallback_stops_the_search() -> None:
+    from shared.contracts import SupervisoryAction
+
+    loop = Loop(Budget(max_experiments=10, parallelism=1))
+    run_baseline(loop)
+    idea = Idea(idea_id="r1-0", params={"lr": 0.05})
+    loop.feed(IdeasProposed(campaign=CAMPAIGN, ideas=[idea], brain="no-model", round=1))
+    loop.feed(IdeaCleared(campaign=CAMPAIGN, idea=idea))
+    # Step 1: a fallback stops new ideas; the one in flight still counts.
+    assert loop.feed(SupervisoryAction(campaign=CAMPAIGN, action="fallback", trigger="no_progress", reason="stuck")) == []
+    decisions = loop.validate("idea-r1-0", 0.7)
+    assert loop.types(decisions) == ["BestUpdated", "CandidateNominated"]
+    # Step 2: a terminate ends the campaign as failed, with the monitor's reason.
+    decisions = loop.feed(SupervisoryAction(campaign=CAMPAIGN, action="terminate", trigger="repeated_failure", reason="same failure 3 times"))
+    assert loop.types(decisions) == ["CampaignCompleted"] and decisions[0].outcome == "failed" and "same failure 3 times" in decisions[0].reason

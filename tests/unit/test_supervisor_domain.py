@@ -16,6 +16,7 @@ from services.supervisor.domain import (
     audit_idea,
     check_result,
     covers,
+    decide_failure,
     decide_ideas,
     decide_protection,
     decide_result,
@@ -23,6 +24,8 @@ from services.supervisor.domain import (
     fold,
     parse_patch,
     plan_verification,
+    protected_sources_needed,
+    shadow_guards,
 )
 from services.supervisor.handlers import react
 from shared.contracts import (
@@ -38,7 +41,10 @@ from shared.contracts import (
     IdeasProposed,
     JobCompleted,
     JobFailed,
+    LabelCanary,
+    LabelColumn,
     Objective,
+    ObjectiveRules,
     ObjectiveSet,
     ParameterSpec,
     ProtectionEstablished,
@@ -189,10 +195,10 @@ def test_a_patch_editing_the_evaluation_script_is_rejected() -> None:
     assert evidence["paths"] == ["evaluate.py"]
 
 
-def test_a_plain_diff_touching_a_file_under_a_protected_folder_is_rejected() -> None:
+def test_a_plain_diff_touching_a_file_under_a_protected_folder_is_rejected_as_altered_data() -> None:
     patch = "--- data/splits/test.csv\t2024-01-01\n+++ data/splits/test.csv\t2024-01-02\n@@ -1,2 +1,2 @@\n x,y\n-1,2\n+1,3\n"
     cleared, rule, evidence = audit(Idea(idea_id="i1", kind="CODE", patch=patch))
-    assert (cleared, rule) == (False, "R2")
+    assert (cleared, rule) == (False, "R6")
     assert "data/splits/test.csv" in evidence["paths"]
 
 
@@ -205,7 +211,7 @@ def test_renaming_a_file_into_a_protected_path_is_rejected() -> None:
 
 def test_renaming_a_protected_file_away_is_rejected() -> None:
     patch = "diff --git a/data/train.csv b/data_old.csv\nsimilarity index 100%\nrename from data/train.csv\nrename to data_old.csv\n"
-    assert audit(Idea(idea_id="i1", kind="CODE", patch=patch))[:2] == (False, "R2")
+    assert audit(Idea(idea_id="i1", kind="CODE", patch=patch))[:2] == (False, "R6")
 
 
 def test_a_patch_creating_a_symlink_is_rejected() -> None:
@@ -245,7 +251,7 @@ def test_a_header_hidden_behind_an_inflated_hunk_count_is_still_read() -> None:
 def test_quoted_header_paths_are_decoded() -> None:
     patch = 'diff --git "a/data/caf\\303\\251.csv" "b/data/caf\\303\\251.csv"\n--- "a/data/caf\\303\\251.csv"\n+++ "b/data/caf\\303\\251.csv"\n'
     cleared, rule, evidence = audit(Idea(idea_id="i1", kind="CODE", patch=patch))
-    assert (cleared, rule) == (False, "R2")
+    assert (cleared, rule) == (False, "R6")
     assert evidence["paths"] == ["data/café.csv"]
 
 
@@ -302,7 +308,7 @@ def test_a_missing_or_extra_file_under_a_protected_folder_is_rejected() -> None:
     hashes: dict[str, str | None] = {"evaluate.py": EVALUATE_HASH, "data/train.csv": None, "data/splits/test.csv": TEST_CSV_HASH,
                                      "data/leak.csv": "9" * 64, "outputs/predictions.csv": "8" * 64}
     result = check(completed("baseline-s0", protected_hashes=hashes))
-    assert isinstance(result, ResultRejected) and result.rule == "R2"
+    assert isinstance(result, ResultRejected) and result.rule == "R6"
     assert result.evidence["violations"] == [
         {"path": "data/leak.csv", "expected": None, "actual": "9" * 64},
         {"path": "data/train.csv", "expected": TRAIN_CSV_HASH, "actual": None},
@@ -375,7 +381,9 @@ def test_verification_dispatches_fresh_seeds_for_both_arms() -> None:
     assert {item.dispatcher for item in items} == {"supervisor"}
     assert {item.pool for item in items} == {"gpu"}
     assert {item.environment_bin for item in items} == {"/envs/tiny/bin"}
-    assert candidate.protected_paths == ["evaluate.py", "data/"]
+    # Beside the protected paths, runs report any module that appeared where the evaluation would import it.
+    assert candidate.protected_paths[:2] == ["evaluate.py", "data/"]
+    assert {"sitecustomize.py", "usercustomize.py"} <= set(candidate.protected_paths)
     assert (candidate.train_command, candidate.evaluate_command, candidate.timeout_seconds) == ("python train.py", "python evaluate.py", 60.0)
     assert candidate.snapshot_sha256 == "s" * 64
     # Planned once: after its dispatch events are folded, the same nomination plans nothing.
@@ -522,3 +530,286 @@ def test_folding_the_supervisors_own_events_twice_changes_nothing() -> None:
     twice = evolve(copy.deepcopy(once), *own)
     assert twice == once
     assert fold(copy.deepcopy(once), nominated()) == once
+
+
+# ---------------------------------------------------------------- the evaluation's imports and shadow guards
+
+
+EVALUATE_SOURCE = "import csv\nimport json as j\nfrom math import sqrt\nfrom . import local\n\ndef f():\n    import importlib\n    importlib.import_module('yaml.loader')\n"
+
+
+def test_protection_lists_the_modules_the_protected_code_imports() -> None:
+    state = evolve(
+        SupervisorState(),
+        ResourcesPrepared(campaign=CAMPAIGN, snapshot_sha256="s" * 64, files=SNAPSHOT_FILES, size_bytes=1),
+        ObjectiveSet(campaign=CAMPAIGN, objective=make_objective(), snapshot_sha256="s" * 64),
+    )
+    assert protected_sources_needed(state) == ["evaluate.py"]
+    [established] = decide_protection(state, CAMPAIGN, {"evaluate.py": EVALUATE_SOURCE})
+    assert established.evaluation_imports == ["csv", "importlib", "json", "math", "yaml"]  # type: ignore[attr-defined]
+    # The guards are recorded with the protection, so a replay judges runs by the same list.
+    assert {"json.py", "yaml", "csv.pyc"} <= set(established.shadow_guards)  # type: ignore[attr-defined]
+    assert protected_sources_needed(evolve(state, established)) == []
+
+
+def test_shadow_guards_name_every_place_a_module_could_replace_an_evaluation_import() -> None:
+    guards = shadow_guards(make_objective(), PROTECTED, ["json", "sys"])
+    assert {"json.py", "json.pyc", "json", "sitecustomize.py", "usercustomize.py"} <= set(guards)
+    assert not [guard for guard in guards if guard.startswith("sys")]  # built into the interpreter: nothing can shadow it
+    assert not [guard for guard in guards if guard.startswith("data/")]  # already protected
+
+
+async def test_the_handler_reads_the_protected_sources_from_the_snapshot() -> None:
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        content = EVALUATE_SOURCE.encode()
+        info = tarfile.TarInfo("evaluate.py")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+
+    class Artifacts:
+        async def get(self, digest: str) -> bytes:
+            assert digest == "s" * 64
+            return gzip.compress(raw.getvalue())
+
+    state = evolve(
+        SupervisorState(),
+        ResourcesPrepared(campaign=CAMPAIGN, snapshot_sha256="s" * 64, files=SNAPSHOT_FILES, size_bytes=1),
+        ObjectiveSet(campaign=CAMPAIGN, objective=make_objective(), snapshot_sha256="s" * 64),
+    )
+    ctx = SimpleNamespace(artifacts=Artifacts())
+    [established] = await react(state, ObjectiveSet(campaign=CAMPAIGN, objective=make_objective(), snapshot_sha256="s" * 64), ctx)  # type: ignore[arg-type]
+    assert isinstance(established, ProtectionEstablished) and "json" in established.evaluation_imports
+
+
+# ---------------------------------------------------------------- the audit of the code a patch adds
+
+
+def new_file(path: str, *lines: str) -> str:
+    body = "".join(f"+{line}\n" for line in lines)
+    return f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+
+
+def edit(path: str, *added: str) -> str:
+    body = "".join(f"+{line}\n" for line in added)
+    return f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1,1 +1,{len(added) + 1} @@\n x = 1\n{body}"
+
+
+def audit_code(patch: str, objective: Objective | None = None, imports: tuple[str, ...] = ("csv", "json")) -> tuple[bool, str, dict[str, Any]]:
+    return audit_idea(objective or make_objective(), PROTECTED, Idea(idea_id="i1", kind="CODE", patch=patch), imports)
+
+
+SPIRAL_LABELS = LabelColumn(path="data/splits/test.csv", column="label")
+
+
+@pytest.mark.parametrize(
+    ("patch", "rule", "reason"),
+    [
+        (edit("autosota.toml", 'evaluate_command = "python evaluate.py --k 5"'), "R1", "the patch changes how the evaluation is invoked"),
+        (new_file("json.py", "def dumps(o): return '{}'"), "R2", "the patch creates modules that shadow protected ones"),
+        (new_file("csv/__init__.py", "X = 1"), "R2", "the patch creates modules that shadow protected ones"),
+        (new_file("statistics.py", "X = 1"), "R2", "the patch creates modules that shadow protected ones"),
+        (new_file("lib/site-packages/hook.pth", "import hook"), "R2", "the patch creates modules that shadow protected ones"),
+        (new_file("tools/sitecustomize.py", "X = 1"), "R2", "the patch creates modules that shadow protected ones"),
+        (edit("train.py", "open('evaluate.py').read()"), "R2", "the patch's code names a protected evaluation file"),
+        (edit("train.py", "subprocess.Popen(cmd, start_new_session=True)"), "R2", "the patch starts processes that outlive the run and could act after its checks"),
+        (edit("train.py", "open(os.path.join(DATA, 'test.csv'), 'w').write(text)"), "R6", "the patch's code writes protected data"),
+        (edit("train.py", "y = read_labels('test.csv')"), "R5", "the patch reads the test labels outside the evaluation"),
+        (edit("train.py", "PRED = [" + ", ".join(["1", "0", "3", "2"] * 5) + "]"), "R3", "the patch adds long runs of numeric literals (hard-coded predictions or scores?)"),
+        (new_file("outputs/predictions.csv", "id,label", *[f"{i},{i % 4}" for i in range(40)]), "R3", "the patch adds long runs of numeric literals (hard-coded predictions or scores?)"),
+        (edit("train.py", "BLOB = '" + "QUJD" * 20 + "'"), "R3", "the patch adds long opaque literals (encoded predictions or hashes?)"),
+        (edit("train.py", "rng = np.random.default_rng(1234)"), "R3", "the patch pins a random seed, so fresh-seed re-runs could not measure seed noise"),
+        (edit("train.py", "torch.manual_seed(7)"), "R3", "the patch pins a random seed, so fresh-seed re-runs could not measure seed noise"),
+        ("diff --git a/w.bin b/w.bin\nnew file mode 100644\nGIT binary patch\nliteral 3\nKcmZ?\n\nliteral 0\nHcmV?d00001\n\n", "R3", "the patch adds binary content the audit cannot read"),
+    ],
+)
+def test_the_audit_reads_the_code_a_patch_adds(patch: str, rule: str, reason: str) -> None:
+    objective = make_objective(test_labels=SPIRAL_LABELS)
+    cleared, found_rule, evidence = audit_code(patch, objective)
+    assert (cleared, found_rule, evidence["reason"]) == (False, rule, reason)
+
+
+def test_a_module_named_like_an_evaluation_import_is_fine_outside_the_evaluations_import_path() -> None:
+    assert audit_code(new_file("models/json.py", "X = 1"))[0]
+
+
+def test_changing_an_unprotected_module_the_evaluation_imports_is_rejected() -> None:
+    cleared, rule, evidence = audit_code(edit("metrics_lib.py", "SCALE = 2"), imports=("metrics_lib",))
+    assert (cleared, rule, evidence["paths"]) == (False, "R2", ["metrics_lib.py"])
+
+
+def test_a_file_the_evaluation_command_names_is_part_of_its_invocation() -> None:
+    objective = make_objective(evaluate_command="bash scripts/score.sh --metric rmse")
+    cleared, rule, evidence = audit_code(edit("scripts/score.sh", "echo 0.1"), objective)
+    assert (cleared, rule, evidence["paths"]) == (False, "R1", ["scripts/score.sh"])
+
+
+def test_honest_training_code_passes_every_code_check() -> None:
+    patch = edit(
+        "train.py",
+        "def one_cycle(lr, step, total, peak=4.0, warmup=0.1):",
+        "    ramp = max(1, int(warmup * total))",
+        "    rng = np.random.default_rng(seed)",
+        "    x_te = read_features('test.csv')  # inputs only, never labels",
+        "    with open(os.path.join(OUT, 'predictions.csv'), 'w') as f:",
+        "    DOW = np.array([0.15, 0.35, 0.40, 0.30, 0.10, -0.90, -1.20])",
+    )
+    assert audit_code(patch, make_objective(test_labels=SPIRAL_LABELS)) == (True, "", {})
+
+
+def test_every_red_line_a_patch_crosses_is_listed_in_its_evidence() -> None:
+    patch = git_patch("evaluate.py", "evaluate.py") + new_file("json.py", "X = 1")
+    cleared, rule, evidence = audit_code(patch)
+    assert (cleared, rule) == (False, "R2")
+    assert {"rule": "R2", "reason": "the patch creates modules that shadow protected ones"} in evidence["also"]
+
+
+# ---------------------------------------------------------------- the paper's own rules (R7)
+
+
+def test_parameter_rules_bound_what_the_search_space_allows() -> None:
+    rules = ObjectiveRules(forbidden_params=["activation"], max_params={"hidden_units": 32}, min_params={"learning_rate": 0.001})
+    objective = make_objective(rules=rules)
+    cleared, rule, evidence = audit(Idea(idea_id="i1", params={"hidden_units": 64, "learning_rate": 0.0006, "activation": "relu"}), objective)
+    assert (cleared, rule) == (False, "R7")
+    assert evidence["params"] == {
+        "activation": {"value": "relu", "rule": "forbidden"},
+        "hidden_units": {"value": 64, "max": 32},
+        "learning_rate": {"value": 0.0006, "min": 0.001},
+    }
+    assert audit(Idea(idea_id="i2", params={"hidden_units": 16}), objective)[0]
+
+
+def test_patch_rules_forbid_files_and_patterns() -> None:
+    objective = make_objective(rules=ObjectiveRules(forbidden_files=["model/"], forbidden_patterns=[r"y_test\s*\]", "(unclosed"]))
+    assert audit_code(edit("model/net.py", "X = 1"), objective)[:2] == (False, "R7")
+    cleared, rule, evidence = audit_code(edit("train.py", "series = np.concatenate([y_train, y_test])"), objective)
+    assert (cleared, rule, evidence["pattern"]) == (False, "R7", r"y_test\s*\]")
+    assert audit_code(edit("train.py", "history = y_test[:origin]"), objective)[0]
+
+
+# ---------------------------------------------------------------- runs that tamper
+
+
+def test_a_module_appearing_at_a_shadow_guard_after_a_run_is_rejected_under_r2() -> None:
+    guards = shadow_guards(make_objective(), PROTECTED, ["json"])
+    job = completed("verify-1-candidate-s1000", purpose="verification", protected_hashes={**PROTECTED, "json.py": "9" * 64, "csv.py": None})
+    result = check_result(make_objective(), PROTECTED, job, purpose="verification", idea_id="i7", baseline_means=None, guards=guards)
+    assert isinstance(result, ResultRejected) and result.rule == "R2"
+    assert result.evidence["violations"] == [{"path": "json.py", "expected": None, "actual": "9" * 64}]
+
+
+def test_a_canary_run_expects_the_permuted_labels_and_nothing_else() -> None:
+    objective = make_objective(test_labels=SPIRAL_LABELS)
+    permuted = {**PROTECTED, "data/splits/test.csv": "c" * 64}
+    job = completed("verify-1-candidate-canary", purpose="verification", protected_hashes=permuted, canary_sha256="c" * 64)
+    assert isinstance(check_result(objective, PROTECTED, job, purpose="verification", idea_id="i7", baseline_means=None, canary=True), ResultValidated)
+    # The same file changed otherwise, or a canary run without its permutation, is rejected.
+    forged = job.model_copy(update={"protected_hashes": {**permuted, "data/splits/test.csv": "f" * 64}})
+    assert check_result(objective, PROTECTED, forged, purpose="verification", idea_id="i7", baseline_means=None, canary=True).rule == "R6"  # type: ignore[union-attr]
+    unplanted = job.model_copy(update={"canary_sha256": None})
+    assert check_result(objective, PROTECTED, unplanted, purpose="verification", idea_id="i7", baseline_means=None, canary=True).rule == "R5"  # type: ignore[union-attr]
+
+
+def failed_run(tail: str, experiment_id: str = "idea-i7", stage: str = "train") -> JobFailed:
+    return JobFailed(campaign=CAMPAIGN, experiment_id=experiment_id, purpose="idea", runner="r", stage=stage, reason="exited with code 1", signature="s", output_tail=tail)  # type: ignore[arg-type]
+
+
+def test_a_run_the_sandbox_stopped_from_writing_protected_files_is_rejected_under_its_rule() -> None:
+    state = with_baseline(ready_state())
+    state = evolve(state, ExperimentDispatched(campaign=CAMPAIGN, experiment_id="idea-i7", purpose="idea", idea_id="i7", params={}, seed=0))
+    workspace = f"/srv/runners/runner-1/workspaces/{CAMPAIGN}-idea-i7"
+    code = failed_run(f"Traceback...\nOSError: [Errno 30] Read-only file system: '{workspace}/evaluate.py'\n")
+    [rejected] = decide_failure(evolve(state, code), code)
+    assert isinstance(rejected, ResultRejected) and (rejected.rule, rejected.idea_id) == ("R2", "i7")
+    assert rejected.evidence["paths"] == ["evaluate.py"] and "Read-only file system" in rejected.evidence["lines"][0]
+    data = failed_run(f"rm: cannot remove '{workspace}/data/new.csv': Read-only file system\n")
+    [rejected] = decide_failure(evolve(state, data), data)
+    assert isinstance(rejected, ResultRejected) and (rejected.rule, rejected.evidence["paths"]) == ("R6", ["data/new.csv"])
+
+
+def test_an_ordinary_failure_is_not_a_red_line() -> None:
+    state = with_baseline(ready_state())
+    elsewhere = failed_run("PermissionError: [Errno 13] Permission denied: '/root/.cache/matplotlib'\n")
+    assert decide_failure(evolve(state, elsewhere), elsewhere) == []
+    missing = failed_run("FileNotFoundError: [Errno 2] No such file or directory: 'data/x.csv'\n")
+    assert decide_failure(evolve(state, missing), missing) == []
+
+
+# ---------------------------------------------------------------- the canary and seed sensitivity
+
+
+def canary_state(objective: Objective) -> tuple[SupervisorState, list[Event], list[Any]]:
+    state = evolve(ready_state(objective, seeds=3), nominated())
+    events, items = plan_verification(state, nominated())
+    return evolve(state, *events), events, items
+
+
+def test_where_the_test_labels_are_known_both_arms_also_run_a_leakage_canary() -> None:
+    objective = make_objective(primary_metric="accuracy", direction="maximize", reported_value=0.8, secondary_metrics={}, test_labels=SPIRAL_LABELS)
+    _, events, items = canary_state(objective)
+    canaries = [(event, item) for event, item in zip(events, items, strict=True) if event.canary]  # type: ignore[attr-defined]
+    assert [event.experiment_id for event, _ in canaries] == ["verify-1-candidate-canary", "verify-1-baseline-canary"]  # type: ignore[attr-defined]
+    assert [item.canary for _, item in canaries] == [LabelCanary(path="data/splits/test.csv", column="label", seed=1007)] * 2
+    assert canaries[0][1].patch is None and canaries[0][1].params == nominated().params
+
+
+def verify_with_canary(candidate: list[float], baseline: list[float], shuffled: tuple[float, float]) -> Event:
+    objective = make_objective(primary_metric="accuracy", direction="maximize", reported_value=0.8, secondary_metrics={}, test_labels=SPIRAL_LABELS)
+    state, events, _ = canary_state(objective)
+    values = [*candidate, *baseline, *shuffled]
+    decisions: list[Event] = []
+    for event, value in zip(events, values, strict=True):
+        canary = event.canary  # type: ignore[attr-defined]
+        hashes = {**PROTECTED, "data/splits/test.csv": "c" * 64} if canary else dict(PROTECTED)
+        job = completed(event.experiment_id, purpose="verification", metrics={"accuracy": value}, protected_hashes=hashes, canary_sha256="c" * 64 if canary else None)  # type: ignore[attr-defined]
+        decisions = decide_result(state, job)
+        state = evolve(state, *decisions)
+    return decisions[-1]
+
+
+def test_a_model_that_keeps_its_score_on_shuffled_labels_is_refuted_under_r5() -> None:
+    refuted = verify_with_canary([0.99, 0.98, 1.0], [0.83, 0.81, 0.82], shuffled=(0.97, 0.25))
+    assert isinstance(refuted, SotaRefuted) and refuted.rule == "R5"
+    assert refuted.evidence["check"] == "leakage-canary" and refuted.evidence["retained"] == pytest.approx(0.72 / 0.74)
+
+
+def test_an_honest_model_falls_to_chance_on_shuffled_labels_and_is_certified() -> None:
+    certified = verify_with_canary([0.97, 0.96, 0.97], [0.83, 0.81, 0.82], shuffled=(0.26, 0.24))
+    assert isinstance(certified, SotaCertified)
+    assert certified.checks["leakage_canary"]["passed"] and certified.checks["seed_sensitivity"]["passed"]
+
+
+def test_a_score_that_ignores_fresh_seeds_while_the_baseline_does_not_is_refuted_under_r3() -> None:
+    refuted = run_verification(runs([0.30, 0.30, 0.30]), runs([0.40, 0.41, 0.39]))[-1]
+    assert isinstance(refuted, SotaRefuted) and refuted.rule == "R3"
+    assert refuted.evidence["candidate_distinct_values"] == 1 and refuted.evidence["baseline_distinct_values"] == 3
+    # A method that is nearly deterministic itself is not held to it.
+    assert isinstance(run_verification(runs([0.30, 0.30, 0.30]), runs([0.40, 0.40, 0.41]))[-1], SotaCertified)
+
+
+def test_a_refutation_from_a_rejected_run_carries_that_runs_evidence() -> None:
+    state = evolve(ready_state(seeds=2), nominated())
+    events, _ = plan_verification(state, nominated())
+    state = evolve(state, *events)
+    tampered = completed("verify-1-candidate-s1000", purpose="verification", protected_hashes={**PROTECTED, "evaluate.py": "0" * 64})
+    _, refuted = decide_result(state, tampered)
+    assert isinstance(refuted, SotaRefuted)
+    assert refuted.evidence["experiment_id"] == "verify-1-candidate-s1000"
+    assert refuted.evidence["violations"][0]["path"] == "evaluate.py"
+
+
+def test_modules_a_run_leaves_on_the_evaluations_import_path_are_rejected_under_r2() -> None:
+    def judge(created: dict[str, str]) -> ResultValidated | ResultRejected:
+        job = completed("idea-i1", purpose="idea", created_files=created)
+        return check_result(make_objective(), PROTECTED, job, purpose="idea", idea_id="i1", baseline_means=None)
+
+    rejected = judge({"re.py": "1" * 64, "cache/weights.npz": "2" * 64})
+    assert isinstance(rejected, ResultRejected) and rejected.rule == "R2"
+    assert rejected.evidence["paths"] == ["re.py"]
+    assert judge({"venv/lib/site-packages/zz.pth": "3" * 64}).rule == "R2"  # type: ignore[union-attr]
+    assert isinstance(judge({"cache/weights.npz": "2" * 64, "models/helper.py": "4" * 64}), ResultValidated)

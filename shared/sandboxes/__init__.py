@@ -1,0 +1,1 @@
+"""Sandbox backends besides the local one, and the confinement helper of the local backend."""
