@@ -78,7 +78,10 @@ def new_campaign_id(paper_dir: Path) -> str:
 async def connect_bus(url: str, name: str = "autosota-cli") -> Any:
     import nats
 
-    return await nats.connect(url, name=name, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=0.5, error_cb=quietly)
+    from shared.bus import client_auth
+    from shared.settings import Settings, server_urls
+
+    return await nats.connect(server_urls(url), name=name, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=0.5, error_cb=quietly, **client_auth(Settings()))
 
 
 async def quietly(error: Exception) -> None:
@@ -389,7 +392,11 @@ async def instance_ready(url: str, subjects: Subjects, instance: str, timeout: f
 
     deadline = time.monotonic() + timeout
     try:
-        client = await asyncio.wait_for(nats.connect(url, connect_timeout=min(timeout, 2.0), max_reconnect_attempts=0, allow_reconnect=False, error_cb=quietly), timeout)
+        from shared.bus import client_auth
+        from shared.settings import Settings, server_urls
+
+        connecting = nats.connect(server_urls(url), connect_timeout=min(timeout, 2.0), max_reconnect_attempts=1, allow_reconnect=False, error_cb=quietly, **client_auth(Settings()))
+        client = await asyncio.wait_for(connecting, timeout)
     except Exception:  # noqa: BLE001 - an unreachable server means not ready
         return False
     try:
@@ -492,7 +499,7 @@ def specification(service: str) -> dict[str, Any]:
     from shared.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="autosota-asyncapi-") as scratch:
-        settings = Settings(NATS_URL=DOCUMENT_NATS_URL, data_dir=Path(scratch), namespace="", runner_name="runner-1", persistence="sqlite", pool="cpu")
+        settings = Settings(NATS_URL=DOCUMENT_NATS_URL, data_dir=Path(scratch), namespace="", runner_name="runner-1", persistence="sqlite", pool="cpu", nats_user="", nats_creds=None, nats_nkey_seed=None)
         app = importlib.import_module(f"services.{service}.app").create_app(settings)
         try:
             return app.schema.to_specification().to_jsonable()  # type: ignore[no-any-return]

@@ -99,7 +99,7 @@ class ServiceRuntime(Generic[State]):
         self.settings = settings
         self.subjects = settings.subjects
         self.domain = domain
-        env = postgres_env(self.instance) if settings.persistence == "postgres" else sqlite_env(settings.store_path(self.instance))
+        env = postgres_env(self.instance, settings) if settings.persistence == "postgres" else sqlite_env(settings.store_path(self.instance))
         self.store = ServiceStore(self.instance, env)
         self._states: dict[str, State] = {}
         self._ledgers: dict[str, CampaignLedger] = {}

@@ -69,14 +69,16 @@ async def test_malformed_messages_become_dead_letters_and_the_service_keeps_work
     js = client.jetstream()
     subjects = settings.subjects
     # Step 1: garbage, an unknown event type, and an event without its envelope.
-    await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), b"\xff not json")
-    await js.publish(subjects.event("scheduler", "c1", "Nonsense"), json.dumps({"event_type": "Nonsense", "campaign": "c1"}).encode())
-    await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), json.dumps({"event_type": "CampaignStarted", "campaign": "c1", "paper_path": "/x", "budget": {}}).encode())
+    acks = [
+        await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), b"\xff not json"),
+        await js.publish(subjects.event("scheduler", "c1", "Nonsense"), json.dumps({"event_type": "Nonsense", "campaign": "c1"}).encode()),
+        await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), json.dumps({"event_type": "CampaignStarted", "campaign": "c1", "paper_path": "/x", "budget": {}}).encode()),
+    ]
     # Step 2: a valid event afterwards is still handled.
     await js.publish(subjects.event("scheduler", "c1", "CampaignStarted"), started("c1").model_dump_json().encode())
     events = await read_events(settings, expected=8)
     rejected = [e for e in events if e.get("event_type") == "MessageRejected"]
-    assert [r["stream_sequence"] for r in rejected] == [1, 2, 3]
+    assert [r["stream_sequence"] for r in rejected] == [ack.seq for ack in acks]
     assert "malformed message" in rejected[0]["reason"]
     assert "unknown event_type 'Nonsense'" in rejected[1]["reason"]
     assert "lacks its envelope" in rejected[2]["reason"]
