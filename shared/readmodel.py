@@ -436,7 +436,7 @@ def checks_text(checks: dict[str, Any]) -> str:
     parts = []
     for name, result in sorted(checks.items()):
         retained = result.get("retained") if isinstance(result, dict) else None
-        detail = f" (kept {retained:.0%} of its advantage on shuffled labels)" if isinstance(retained, float) else ""
+        detail = f" (kept {max(retained, 0.0):.0%} of its advantage on shuffled labels)" if isinstance(retained, float) else ""
         parts.append(f"{name.replace('_', ' ')} passed{detail}")
     return "; ".join(parts)
 
