@@ -209,7 +209,7 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
-            if asyncio.run(_jetstream_ready(self.url, auth or {})):
+            if asyncio.run(jetstream_ready(self.url, auth or {})):
                 return
             time.sleep(0.05)
         self.stop()
@@ -235,11 +235,13 @@ async def _ignore(error: Exception) -> None:
     """Refused connections while the server starts are expected; the caller polls again."""
 
 
-async def _jetstream_ready(url: str, auth: dict[str, Any] | None = None) -> bool:
+async def jetstream_ready(url: str, auth: dict[str, Any] | None = None, connect_timeout: float = 0.5, timeout: float = 2.0) -> bool:
+    """True when a server at url (one or several, comma-separated) answers with JetStream enabled."""
     try:
         # nats-py retries a refused first connection without end (even with reconnects off): bound it
         client = await asyncio.wait_for(
-            nats.connect(url, connect_timeout=0.5, max_reconnect_attempts=1, allow_reconnect=False, error_cb=_ignore, **(auth or {})), 2.0
+            nats.connect(server_urls(url), connect_timeout=connect_timeout, max_reconnect_attempts=1, allow_reconnect=False, error_cb=_ignore, **(auth or {})),
+            timeout,
         )
     except Exception:
         return False

@@ -21,7 +21,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared.bus import EmbeddedNats
+from shared.bus import EmbeddedNats, jetstream_ready
 from shared.settings import Settings, server_urls
 from shared.subjects import Subjects
 
@@ -29,26 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-async def _reachable(url: str) -> bool:
-    try:
-        # nats-py retries a refused first connection without end: bound it so an absent server fails
-        client = await asyncio.wait_for(nats.connect(server_urls(url), connect_timeout=2, max_reconnect_attempts=1, allow_reconnect=False), 10)
-    except Exception:
-        return False
-    try:
-        await client.jetstream().account_info()
-        return True
-    except Exception:
-        return False
-    finally:
-        await client.close()
-
-
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("NATS_URL")
     if url:
-        if not asyncio.run(_reachable(url)):
+        if not asyncio.run(jetstream_ready(url, connect_timeout=2, timeout=10)):
             pytest.fail(f"NATS_URL={url} is set but no NATS server with JetStream answers there")
         yield url
         return
