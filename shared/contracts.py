@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
+
+# Bounds on what a card or a request may carry: every event must fit in one bus message, whatever
+# a paper's card says. Longer material (a paper's text, a snapshot) travels through the artifact store.
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Text = Annotated[str, StringConstraints(max_length=4000)]
+RepoPath = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+MAX_LIST_ITEMS = 2000
+MAX_SNAPSHOT_FILES = 4000
 
 Direction = Literal["minimize", "maximize"]
 Purpose = Literal["baseline", "idea", "verification"]
@@ -90,11 +98,11 @@ class ObjectiveRules(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    forbidden_params: list[str] = Field(default_factory=list, description="parameters no idea may set")
-    min_params: dict[str, float] = Field(default_factory=dict, description="parameter -> smallest value allowed")
-    max_params: dict[str, float] = Field(default_factory=dict, description="parameter -> largest value allowed")
-    forbidden_files: list[str] = Field(default_factory=list, description="files or folders no patch may touch")
-    forbidden_patterns: list[str] = Field(default_factory=list, description="regular expressions no added patch line may match")
+    forbidden_params: list[ShortText] = Field(default_factory=list, max_length=200, description="parameters no idea may set")
+    min_params: dict[ShortText, float] = Field(default_factory=dict, max_length=200, description="parameter -> smallest value allowed")
+    max_params: dict[ShortText, float] = Field(default_factory=dict, max_length=200, description="parameter -> largest value allowed")
+    forbidden_files: list[RepoPath] = Field(default_factory=list, max_length=MAX_LIST_ITEMS, description="files or folders no patch may touch")
+    forbidden_patterns: list[ShortText] = Field(default_factory=list, max_length=200, description="regular expressions no added patch line may match")
 
 
 class Objective(BaseModel):
@@ -102,22 +110,22 @@ class Objective(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    title: str
-    method: str
-    primary_metric: str
+    title: ShortText
+    method: ShortText
+    primary_metric: ShortText
     direction: Direction
     reported_value: float
-    reported_source: str
-    secondary_metrics: dict[str, float] = Field(default_factory=dict, description="metric -> tolerated relative worsening")
-    protected_paths: list[str]
-    constraints: list[str] = Field(default_factory=list)
-    train_command: str
-    evaluate_command: str
-    smoke_command: str | None = None
-    requirements: list[str] = Field(default_factory=list)
+    reported_source: Text
+    secondary_metrics: dict[ShortText, float] = Field(default_factory=dict, max_length=100, description="metric -> tolerated relative worsening")
+    protected_paths: list[RepoPath] = Field(max_length=MAX_LIST_ITEMS)
+    constraints: list[Text] = Field(default_factory=list, max_length=100)
+    train_command: Text
+    evaluate_command: Text
+    smoke_command: Text | None = None
+    requirements: list[ShortText] = Field(default_factory=list, max_length=500)
     timeout_seconds: float = 120.0
-    baseline_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    search_space: dict[str, ParameterSpec] = Field(default_factory=dict)
+    baseline_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], max_length=100)
+    search_space: dict[ShortText, ParameterSpec] = Field(default_factory=dict, max_length=200)
     test_labels: LabelColumn | None = None
     rules: ObjectiveRules | None = None
 
@@ -191,7 +199,7 @@ class WorkItem(BaseModel):
 class CampaignStarted(Event):
     owner: ClassVar[str] = "scheduler"
     event_type: Literal["CampaignStarted"] = "CampaignStarted"
-    paper_path: str
+    paper_path: RepoPath
     budget: Budget
     pool: str = "cpu"
 
@@ -263,7 +271,7 @@ class ResourcesPrepared(Event):
     owner: ClassVar[str] = "resource"
     event_type: Literal["ResourcesPrepared"] = "ResourcesPrepared"
     snapshot_sha256: str
-    files: dict[str, str] = Field(description="relative path -> sha256 of its content")
+    files: dict[str, str] = Field(max_length=MAX_SNAPSHOT_FILES, description="relative path -> sha256 of its content")
     size_bytes: int
 
 
@@ -634,6 +642,19 @@ class BrainFellBack(Event):
 # ---------------------------------------------------------------- every service
 
 
+class ServiceFailed(Event):
+    """A service could not act on an event of this campaign (its handler failed, or what it decided
+    could not be published): the campaign cannot go on as recorded, so the scheduler ends it."""
+
+    owner: ClassVar[str] = "*"
+    event_type: Literal["ServiceFailed"] = "ServiceFailed"
+    service: str
+    stage: Literal["handling", "publishing"]
+    failed_event_type: str = Field(description="the event being handled, or the one that could not be published")
+    subject: str
+    reason: str
+
+
 class MessageRejected(Event):
     """A message this service could not parse or handle: a dead letter with its reason."""
 
@@ -654,7 +675,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BaselineRequested, RepairProposed, RepairExhausted, StallDetected, BudgetExhausted,
         IdeasProposed, ProtectionEstablished, IdeaCleared, IdeaRejected, ResultValidated,
         ResultRejected, VerificationDispatched, SotaCertified, SotaRefuted, JobStarted,
-        JobCompleted, JobFailed, MessageRejected, SupervisoryAction,
+        JobCompleted, JobFailed, MessageRejected, ServiceFailed, SupervisoryAction,
         LeapStarted, HoneymoonStarted, RolledBack, IdeaDropped, ModelCalled, BrainSelected, BrainFellBack,
     )
 }

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,27 +29,50 @@ from eventsourcing.persistence import Tracking
 from faststream import FastStream
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from faststream.middlewares import AckPolicy
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js import api as js_api
 from nats.js.api import DeliverPolicy
+from nats.js.errors import BadRequestError, NotFoundError
 
+from shared.admission import MAX_EVENT_BYTES, UNKNOWN_CAMPAIGN, Accepted, Ignored, admit, excerpt
 from shared.bus import Artifacts, broker_security, client_auth, connect, ensure_topology
 from shared.contracts import (
     OWNED_EVENTS,
-    ContractError,
     Event,
     MessageRejected,
+    ServiceFailed,
     parse_event,
 )
 from shared.settings import Settings
 from shared.store import EMITTED_TOPIC, CampaignLedger, ServiceStore, postgres_env, sqlite_env
+from shared.subjects import is_instance_of
 
 log = logging.getLogger("autosota")
 
 State = TypeVar("State")
 
 OUTBOX_TRACKING = "outbox"
-UNKNOWN_CAMPAIGN = "unknown"
+# An agent's lease on the message it handles, renewed while it works: a killed agent's message is
+# redelivered within a few seconds, a live one keeps it however long its reaction takes.
+EVENT_ACK_WAIT = 6.0
+EVENT_KEEPALIVE = 2.0
+# A failure of the bus itself (a restart, a lost connection) is retried this many deliveries before
+# it counts as the handler's failure.
+TRANSIENT_DELIVERIES = 8
+TRANSIENT_DELAY = 1.0
+CONSUMER_CHECK_SECONDS = 5.0
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.TimeoutError,
+    nats.errors.StaleConnectionError,
+    TimeoutError,
+)
+# A publish the server can never accept, however often it is tried.
+UNPUBLISHABLE_ERRORS: tuple[type[BaseException], ...] = (nats.errors.MaxPayloadError, BadRequestError)
 
 
 @dataclass(frozen=True)
@@ -90,12 +115,22 @@ class Context:
 
 Reaction = Callable[[State, Event, Context], Awaitable[list[Output]]]
 Command = Callable[[State, Context], Awaitable[list[Output]]]
+# What a service itself does when it fails on one of a campaign's events (the scheduler ends the campaign).
+FailureHook = Callable[[State, ServiceFailed], list[Output]]
+
+
+class _Redeliver(Exception):
+    """The bus failed under a handler: the message is left for redelivery instead of being recorded."""
 
 
 class ServiceRuntime(Generic[State]):
-    def __init__(self, service: str, settings: Settings, domain: Domain[State], instance: str | None = None) -> None:
+    def __init__(self, service: str, settings: Settings, domain: Domain[State], instance: str | None = None, on_failure: FailureHook[State] | None = None) -> None:
         self.service = service
         self.instance = instance or service
+        if not is_instance_of(self.instance, service):
+            # consumers accept an event only from an instance of the service whose tree it is under
+            raise ValueError(f"instance name {self.instance!r} must be {service!r} or {service}-<name> (letters, digits, '-', '_')")
+        self.on_failure = on_failure
         self.settings = settings
         self.subjects = settings.subjects
         self.domain = domain
@@ -109,16 +144,22 @@ class ServiceRuntime(Generic[State]):
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._artifacts: Artifacts | None = None
+        self._relay_key = self.store.relay_key()
+        self._unpublishable: dict[int, int] = {}
         self.ready = False
+        self.consuming = True  # False while this service's durable consumer is missing on the server
+        self._events_consumer: str | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.nc = await connect(self.settings.nats_servers, f"{self.instance}-runtime", **client_auth(self.settings))
+        self.nc = await connect(self.settings.nats_servers, f"{self.instance}-runtime", inbox_prefix=self.subjects.inbox_prefix(self.service), **client_auth(self.settings))
         self.js = self.nc.jetstream()
         await ensure_topology(self.js, self.subjects, self.settings.stream_replicas)
         self._artifacts = Artifacts(self.js, self.subjects.artifacts_bucket)
         self._tasks.append(asyncio.create_task(self._relay_forever(), name=f"{self.instance}-relay"))
+        if self._events_consumer is not None:
+            self.spawn(self._watch_consumer(self._events_consumer), f"{self.instance}-consumer-watch")
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -174,35 +215,49 @@ class ServiceRuntime(Generic[State]):
     # ------------------------------------------------------------ inbox
 
     async def consume(self, msg: NatsMessage, react: Reaction[State], consumer: str) -> None:
-        """Handle one message from a durable consumer, exactly once in effect."""
-        metadata = msg.raw_message.metadata
+        """Handle one message from a durable consumer, exactly once in effect. Whatever the message,
+        it ends acknowledged with a record (an effect, a dead letter or a failure event), or, when
+        the bus itself failed under the handler, left for a prompt redelivery."""
+        raw = msg.raw_message
+        metadata = raw.metadata
         tracking = Tracking(consumer, metadata.sequence.stream)
         async with self._lock:
             if self.store.recorder.has_tracking_id(tracking.application_name, tracking.notification_id):
                 await msg.ack()
                 return
-            keepalive = asyncio.create_task(_keep_in_progress(msg))
+            keepalive = asyncio.create_task(_keep_in_progress(msg, EVENT_KEEPALIVE))
             try:
-                await self._handle(msg.raw_message.subject, msg.body, react, tracking)
+                await self._handle(raw.subject, raw.data or b"", dict(raw.headers or {}), react, tracking, metadata.num_delivered)
+            except _Redeliver:
+                await raw.nak(delay=TRANSIENT_DELAY)
+                return
             finally:
                 keepalive.cancel()
             await msg.ack()
 
-    async def _handle(self, subject: str, body: bytes, react: Reaction[State], tracking: Tracking | None) -> None:
-        try:
-            event = parse_event(json.loads(body))
-        except (ContractError, ValueError, UnicodeDecodeError) as error:
-            self._reject(subject, body, f"malformed message: {error}", tracking)
+    async def _handle(self, subject: str, body: bytes, headers: dict[str, str], react: Reaction[State], tracking: Tracking | None, delivery: int = 1) -> None:
+        verdict = admit(self.subjects, subject, body, headers)
+        if isinstance(verdict, Ignored):
+            self.commit(UNKNOWN_CAMPAIGN, [], tracking=tracking)
             return
+        if not isinstance(verdict, Accepted):
+            self._reject(subject, body, verdict.reason, tracking, verdict.campaign)
+            return
+        event = verdict.event
         if event.producer == self.instance:
             # Our own event coming back: it was folded into our state when we emitted it.
             self.commit(event.campaign, [], tracking=tracking)
             return
         try:
             self._commit_reaction(event, await react(self._evolved(event), event, self._context()), tracking)
+        except TRANSIENT_ERRORS as error:
+            if delivery < TRANSIENT_DELIVERIES:
+                log.warning("%s: the bus failed while handling %s (%r); it will be redelivered", self.instance, event.event_type, error)
+                raise _Redeliver from error
+            self._fail(event, subject, body, f"handling {event.event_type} failed {delivery} times on the bus: {error!r}", tracking)
         except Exception as error:  # a bug or bad input must not kill the service nor lose the message
             log.exception("%s failed to handle %s", self.instance, event.event_type)
-            self._reject(subject, body, f"handling {event.event_type} failed: {error!r}", tracking, event.campaign)
+            self._fail(event, subject, body, f"handling {event.event_type} failed: {error!r}", tracking)
 
     def _evolved(self, event: Event) -> State:
         state = copy.deepcopy(self.state(event.campaign))
@@ -214,17 +269,42 @@ class ServiceRuntime(Generic[State]):
         observed = event if event.event_type in self.domain.relevant else None
         self.commit(event.campaign, outputs, tracking=tracking, observed=observed, cause=event)
 
-    def _reject(self, subject: str, body: bytes, reason: str, tracking: Tracking | None, campaign: str | None = None) -> None:
-        if campaign is None:
-            campaign = _campaign_from_subject(subject) or UNKNOWN_CAMPAIGN
+    def _fail(self, event: Event, subject: str, body: bytes, reason: str, tracking: Tracking | None) -> None:
+        """A handler failed on a campaign's event: a dead letter and a failure event of that campaign."""
+        failure = ServiceFailed(campaign=event.campaign, service=self.service, stage="handling", failed_event_type=event.event_type, subject=subject[:300], reason=reason[:2000])
+        rejection = MessageRejected(campaign=event.campaign, subject=subject[:300], reason=reason[:2000], excerpt=excerpt(body), stream_sequence=tracking.notification_id if tracking else None)
+        try:
+            self.commit(event.campaign, [rejection, failure, *self._failure_outputs(event.campaign, failure)], tracking=tracking, cause=event)
+        except Exception:
+            log.exception("%s could not record its failure on %s", self.instance, event.event_type)
+            self._reject(subject, body, reason, tracking, event.campaign)
+
+    def _failure_outputs(self, campaign: str, failure: ServiceFailed) -> list[Output]:
+        if self.on_failure is None:
+            return []
+        try:
+            return self.on_failure(copy.deepcopy(self.state(campaign)), failure)
+        except Exception:
+            log.exception("%s: its failure hook failed too", self.instance)
+            return []
+
+    def _reject(self, subject: str, body: bytes, reason: str, tracking: Tracking | None, campaign: str = UNKNOWN_CAMPAIGN) -> None:
+        """A dead letter, always recordable: a valid campaign key, the raw subject, a bounded excerpt."""
         rejection = MessageRejected(
             campaign=campaign,
-            subject=subject,
+            subject=subject[:300],
             reason=reason[:2000],
-            excerpt=body[:500].decode("utf-8", "replace"),
+            excerpt=excerpt(body),
             stream_sequence=tracking.notification_id if tracking else None,
         )
-        self.commit(campaign, [rejection], tracking=tracking)
+        log.warning("%s rejected a message on %s: %s", self.instance, subject[:300], reason[:300])
+        try:
+            self.commit(campaign, [rejection], tracking=tracking)
+        except Exception:
+            # The store is reachable (or this raises again and the message is redelivered), so at
+            # least the position is recorded: one message can never hold the consumer back.
+            log.exception("%s could not record a dead letter; skipping the message", self.instance)
+            self.commit(UNKNOWN_CAMPAIGN, [], tracking=tracking)
 
     # ------------------------------------------------------------ commands and ticks
 
@@ -273,7 +353,7 @@ class ServiceRuntime(Generic[State]):
         if observed is not None:
             ledger.observe(message=observed.model_dump(mode="json"))
             state = self.domain.evolve(copy.deepcopy(state), observed)
-        for output in outputs:
+        for output in self._bounded(campaign, list(outputs)):
             if isinstance(output, Event):
                 event = self._stamp(output, ledger, cause)
                 stamped.append(event)
@@ -289,6 +369,24 @@ class ServiceRuntime(Generic[State]):
         self._states[campaign] = state
         self._outbox_ready.set()
         return stamped
+
+    def _bounded(self, campaign: str, outputs: list[Output]) -> list[Output]:
+        """Outputs that fit in one bus message; one that does not becomes a failure of its campaign,
+        so nothing enters the outbox that the server would refuse and block the ones after it."""
+        kept: list[Output] = []
+        for output in outputs:
+            if isinstance(output, Event):
+                size, name, subject = len(output.model_dump_json()), output.event_type, self.subjects.event(self.service, output.campaign, output.event_type)
+            else:
+                size, name, subject = len(json.dumps(output.body)), "work item", output.subject
+            if size <= MAX_EVENT_BYTES:
+                kept.append(output)
+                continue
+            reason = f"{name} of {size} bytes is over the {MAX_EVENT_BYTES}-byte event limit and was not published"
+            log.error("%s: %s", self.instance, reason)
+            failure = ServiceFailed(campaign=campaign, service=self.service, stage="publishing", failed_event_type=name, subject=subject[:300], reason=reason)
+            kept += [failure, *self._failure_outputs(campaign, failure)]
+        return kept
 
     def _stamp(self, event: Event, ledger: CampaignLedger, cause: Event | None) -> Event:
         return event.model_copy(
@@ -325,27 +423,51 @@ class ServiceRuntime(Generic[State]):
         )
         for notification in notifications:
             emitted = self.store.mapper.to_domain_event(notification)
-            await self.js.publish(
-                emitted.subject,  # type: ignore[attr-defined]
-                json.dumps(emitted.message).encode(),  # type: ignore[attr-defined]
-                headers={"Nats-Msg-Id": f"{self.instance}:{notification.id}"},
-            )
+            subject, message = emitted.subject, emitted.message  # type: ignore[attr-defined]
+            try:
+                await self.js.publish(subject, json.dumps(message).encode(), headers={"Nats-Msg-Id": self.message_id(notification.id)})
+            except UNPUBLISHABLE_ERRORS as error:
+                if not self._give_up_publishing(notification.id, subject, message, error):
+                    raise
         if notifications and notifications[-1].id > (self.store.recorder.max_tracking_id(OUTBOX_TRACKING) or 0):
             self.store.recorder.insert_tracking(Tracking(OUTBOX_TRACKING, notifications[-1].id))
         return len(notifications)
+
+    def message_id(self, notification_id: int) -> str:
+        """`<instance>:<notification>:<keyed digest>`: stable across this instance's restarts, so a
+        re-publish is dropped as a duplicate, and unpredictable to every other user of the bus."""
+        name = f"{self.instance}:{notification_id}"
+        return f"{name}:{hmac.new(self._relay_key, name.encode(), hashlib.sha256).hexdigest()[:32]}"
+
+    def _give_up_publishing(self, notification_id: int, subject: str, message: Any, error: BaseException) -> bool:
+        """After a few refusals of the same message, record it as a failure of its campaign and move on."""
+        attempts = self._unpublishable.get(notification_id, 0) + 1
+        self._unpublishable[notification_id] = attempts
+        if attempts < 3:
+            return False
+        campaign = message.get("campaign") if isinstance(message, dict) else None
+        campaign = campaign if isinstance(campaign, str) and self.subjects.parse_event_subject(self.subjects.event("x", campaign, "x")) else UNKNOWN_CAMPAIGN
+        kind = message.get("event_type", "work item") if isinstance(message, dict) else "message"
+        reason = f"the bus refused {kind} on {subject[:200]} {attempts} times: {error!r}"
+        log.error("%s: %s", self.instance, reason)
+        failure = ServiceFailed(campaign=campaign, service=self.service, stage="publishing", failed_event_type=str(kind)[:80], subject=subject[:300], reason=reason[:2000])
+        self.commit(campaign, [failure, *self._failure_outputs(campaign, failure)])
+        del self._unpublishable[notification_id]
+        return True
 
     # ------------------------------------------------------------ FastStream wiring
 
     def subscribe_events(self, broker: NatsBroker, react: Reaction[State], description: str) -> None:
         """A durable pull consumer on all events, one message in flight so order is kept."""
         consumer = f"{self.subjects.events_stream}/{self.instance}"
+        self._events_consumer = consumer
 
         @broker.subscriber(
             self.subjects.all_events,
             stream=JStream(self.subjects.events_stream, declare=False),
             durable=self.instance,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
-            config=ConsumerConfig(max_ack_pending=1, ack_wait=60),
+            config=ConsumerConfig(max_ack_pending=1, ack_wait=EVENT_ACK_WAIT),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.MANUAL,
             title=f"{self.service}:events",
@@ -354,14 +476,48 @@ class ServiceRuntime(Generic[State]):
         async def on_event(msg: NatsMessage) -> None:
             await self.consume(msg, react, consumer)
 
+    async def _watch_consumer(self, tracking_name: str) -> None:
+        """Notice when this service's durable consumer is gone (deleted by someone) and recreate it
+        where this service left off; until then the service answers not ready."""
+        while True:
+            await asyncio.sleep(CONSUMER_CHECK_SECONDS)
+            if self.js is None:
+                continue
+            try:
+                await self.js.consumer_info(self.subjects.events_stream, self.instance)
+                self.consuming = True
+                continue
+            except NotFoundError:
+                pass
+            except Exception:  # the bus is away: nothing to decide until it is back
+                continue
+            self.consuming = False
+            position = self.store.recorder.max_tracking_id(tracking_name) or 0
+            log.error("%s: its consumer on %s is gone; recreating it after stream position %d", self.instance, self.subjects.events_stream, position)
+            with contextlib.suppress(Exception):
+                await self.js.add_consumer(self.subjects.events_stream, self.consumer_config(position))
+                self.consuming = True
+
+    def consumer_config(self, after_position: int = 0) -> js_api.ConsumerConfig:
+        """This service's durable consumer on the events stream, starting after a stream position."""
+        start = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": after_position + 1} if after_position else {"deliver_policy": DeliverPolicy.ALL}
+        return js_api.ConsumerConfig(
+            durable_name=self.instance,
+            filter_subject=self.subjects.all_events,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            max_ack_pending=1,
+            ack_wait=EVENT_ACK_WAIT,
+            **start,  # type: ignore[arg-type]
+        )
+
     def subscribe_health(self, broker: NatsBroker) -> None:
         @broker.subscriber(self.subjects.health(self.instance), title=f"{self.service}:health", description="Readiness probe: answers once the service is consuming.")
         async def on_health() -> dict[str, Any]:
-            return {"service": self.service, "instance": self.instance, "ready": self.ready}
+            return {"service": self.service, "instance": self.instance, "ready": self.ready and self.consuming}
 
     def document_publishers(self, broker: NatsBroker) -> None:
         """Declare every event this service emits so the AsyncAPI document carries its schema."""
-        for event_class in [*OWNED_EVENTS.get(self.service, []), MessageRejected]:
+        for event_class in [*OWNED_EVENTS.get(self.service, []), MessageRejected, ServiceFailed]:
             event_type = event_class.model_fields["event_type"].default
             broker.publisher(
                 self.subjects.event(self.service, "{campaign}", event_type),
@@ -372,22 +528,13 @@ class ServiceRuntime(Generic[State]):
             )
 
 
-async def _keep_in_progress(msg: NatsMessage, every: float = 10.0) -> None:
+async def _keep_in_progress(msg: NatsMessage, every: float = EVENT_KEEPALIVE) -> None:
     """Extend the ack deadline while a long reaction runs, so the message is not redelivered."""
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(every)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
-
-
-def _campaign_from_subject(subject: str) -> str | None:
-    parts = subject.split(".")
-    if "evt" in parts:
-        index = parts.index("evt")
-        if len(parts) > index + 2:
-            return parts[index + 2]
-    return None
 
 
 def build_app(broker: NatsBroker, runtime: ServiceRuntime[Any], description: str) -> FastStream:
@@ -428,5 +575,6 @@ def make_broker(settings: Settings, service: str) -> NatsBroker:
         logger=log,
         graceful_timeout=30.0,
         max_reconnect_attempts=-1,
+        inbox_prefix=settings.subjects.inbox_prefix(service),
         security=broker_security(settings),
     )

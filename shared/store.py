@@ -10,13 +10,14 @@ schema per service instance (created on first start) in one shared database.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import ProcessRecorder
+from eventsourcing.persistence import IntegrityError, ProcessRecorder
 from eventsourcing.utils import get_topic
 
 from shared.settings import Settings
@@ -51,6 +52,20 @@ class CampaignLedger(Aggregate):
         return uuid5(EVENT_NAMESPACE, f"{self.id}:{self.version + 1}")
 
 
+class RelayKey(Aggregate):
+    """A secret of one service instance's outbox relay: its message ids are keyed with it, so no other
+    user of the bus can predict them and spend them first in the server's duplicate window."""
+
+    @event("Created")
+    def __init__(self, service: str, key: str) -> None:
+        self.service = service
+        self.key = key
+
+    @staticmethod
+    def create_id(service: str) -> UUID:
+        return uuid5(LEDGER_NAMESPACE, f"{service}/relay-key")
+
+
 EMITTED_TOPIC = get_topic(CampaignLedger.Emitted)
 OBSERVED_TOPIC = get_topic(CampaignLedger.Observed)
 
@@ -67,6 +82,18 @@ class ServiceStore(Application[UUID]):
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
+
+    def relay_key(self) -> bytes:
+        """This instance's relay secret, created on first use and kept with its events."""
+        try:
+            found: RelayKey = self.repository.get(RelayKey.create_id(self.name))
+        except AggregateNotFoundError:
+            found = RelayKey(service=self.name, key=secrets.token_hex(32))
+            try:
+                self.save(found)
+            except IntegrityError:  # another process of the same instance created it first
+                found = self.repository.get(RelayKey.create_id(self.name))
+        return bytes.fromhex(found.key)
 
 
 def sqlite_env(path: Path) -> dict[str, str]:

@@ -12,6 +12,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shared.contracts import MAX_SNAPSHOT_FILES
+
 SKIPPED_NAMES = {".git", "__pycache__", ".venv", "venv", "outputs", ".pytest_cache", ".mypy_cache"}
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
@@ -45,8 +47,12 @@ def pack(folder: Path, limit: int = MAX_SNAPSHOT_BYTES) -> Snapshot:
     files: dict[str, str] = {}
     raw = io.BytesIO()
     total = 0
+    paths = sorted(_walk(folder))
+    if len(paths) > MAX_SNAPSHOT_FILES:
+        # the file list travels in one event; a folder this large is a dataset, not a paper's code
+        raise SnapshotError(f"{folder} holds {len(paths)} files; a paper snapshot may hold at most {MAX_SNAPSHOT_FILES} (move data files out of the paper folder)")
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(_walk(folder)):
+        for path in paths:
             relative = path.relative_to(folder).as_posix()
             info = tarfile.TarInfo(relative)
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""

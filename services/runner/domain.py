@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
 import math
@@ -157,9 +158,11 @@ def result_key(campaign: str, experiment_id: str) -> str:
     return f"{campaign}.x{hashlib.sha256(experiment_id.encode()).hexdigest()[:32]}"
 
 
-def result_message_id(campaign: str, experiment_id: str) -> str:
-    """Nats-Msg-Id of a job's result: the same from whichever runner publishes it."""
-    return f"result:{campaign}:{experiment_id}"
+def result_message_id(campaign: str, experiment_id: str, key: bytes) -> str:
+    """Nats-Msg-Id of a job's result: the same from whichever runner publishes it, keyed with the
+    runners' shared secret so that no other user of the bus can spend it first."""
+    digest = hmac.new(key, f"{campaign}/{experiment_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"runner:result:{digest}"
 
 
 def result_event_id(campaign: str, experiment_id: str) -> UUID:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from datetime import datetime
 
 from nats.js import JetStreamContext
@@ -28,6 +29,8 @@ from shared.subjects import Subjects
 log = logging.getLogger("autosota.runner")
 
 RESULT_RETENTION_SECONDS = 90 * 24 * 3600.0  # longer than any job waits in the queue
+# The runners' shared secret for result message ids, kept in the results bucket only runners may read.
+MESSAGE_KEY = "message-id-key"
 STREAM_SCAN_IDLE_SECONDS = 1.0
 
 
@@ -44,6 +47,7 @@ class JobResults:
         self.runner = runner
         self.replicas = replicas
         self._kv: KeyValue | None = None
+        self._message_key = b""
 
     async def open(self) -> None:
         bucket = results_bucket(self.subjects)
@@ -55,6 +59,10 @@ class JobResults:
                 self._kv = await self.js.create_key_value(config)
             except BadRequestError:
                 self._kv = await self.js.key_value(bucket)  # another runner created it first
+        with contextlib.suppress(KeyWrongLastSequenceError):  # another runner made it first
+            await self._kv.create(MESSAGE_KEY, secrets.token_hex(32).encode())
+        entry = await self._kv.get(MESSAGE_KEY)
+        self._message_key = bytes.fromhex((entry.value or b"").decode())
 
     @property
     def kv(self) -> KeyValue:
@@ -104,7 +112,7 @@ class JobResults:
         ack = await self.js.publish(
             subject,
             json.dumps(event.model_dump(mode="json")).encode(),
-            headers={"Nats-Msg-Id": result_message_id(event.campaign, event.experiment_id)},
+            headers={"Nats-Msg-Id": result_message_id(event.campaign, event.experiment_id, self._message_key)},
         )
         if ack.duplicate:
             log.info("%s: result of %s/%s was already published", self.runner, event.campaign, event.experiment_id)

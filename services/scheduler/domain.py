@@ -45,6 +45,7 @@ from shared.contracts import (
     ResultRejected,
     ResultValidated,
     RolledBack,
+    ServiceFailed,
     SotaCertified,
     SotaRefuted,
     StallDetected,
@@ -64,6 +65,7 @@ RELEVANT = frozenset(
         "IdeasProposed", "IdeaCleared", "IdeaRejected", "BestUpdated", "BudgetExhausted",
         "CandidateNominated", "SotaCertified", "SotaRefuted", "CampaignCompleted",
         "LeapStarted", "HoneymoonStarted", "RolledBack", "ProtectionEstablished", "SupervisoryAction",
+        "ServiceFailed",
     }
 )
 
@@ -279,6 +281,10 @@ def decide(state: CampaignState, event: Event) -> list[Decision]:
     match event:
         case ResourcesFailed() | ObjectiveFailed():
             _complete(plan, "failed", f"{event.event_type}: {event.reason}")
+        case ServiceFailed():
+            _complete(plan, "failed", failure_reason(event))
+        case BudgetExhausted() if state.baseline_mean is None:
+            _complete(plan, "failed", f"the wall-clock budget ({event.limit:g} s) ran out before the baseline was reproduced")
         case EnvironmentFailed() if event.final:
             _complete(plan, "failed", f"the environment could not be prepared ({event.stage}): {event.signature}")
         case BaselineRequested():
@@ -296,6 +302,17 @@ def decide(state: CampaignState, event: Event) -> list[Decision]:
         case SupervisoryAction():
             _advance(plan)
     return plan.outputs
+
+
+def failure_reason(failure: ServiceFailed) -> str:
+    return f"{failure.service} failed {failure.stage} {failure.failed_event_type}: {failure.reason}"
+
+
+def on_own_failure(state: CampaignState, failure: ServiceFailed) -> list[Decision]:
+    """The scheduler itself could not act on a campaign's event: the campaign ends, failed, with why."""
+    if state.completed or state.started is None:
+        return []
+    return [CampaignCompleted(campaign=state.campaign, outcome="failed", reason=failure_reason(failure), idea_experiments=state.idea_experiments())]
 
 
 def _dispatch_baseline(plan: _Plan, event: BaselineRequested) -> None:

@@ -9,8 +9,11 @@ from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.scheduler.domain import CampaignState, decide, start
-from shared.contracts import Budget, Event, WorkItem
+from shared.contracts import Budget, Event, RepoPath, WorkItem
 from shared.runtime import Context, Outgoing, Output, ServiceRuntime
+
+
+MAX_START_REQUEST_BYTES = 16 * 1024
 
 
 class StartCampaign(BaseModel):
@@ -19,7 +22,7 @@ class StartCampaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     campaign: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
-    paper_path: str
+    paper_path: RepoPath
     budget: Budget = Field(default_factory=Budget)
     pool: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_-]{1,40}$")
 
@@ -43,6 +46,8 @@ def register(broker: NatsBroker, runtime: ServiceRuntime[CampaignState]) -> None
         description="Request/reply: start a campaign. Idempotent for the same campaign id.",
     )
     async def on_start(msg: NatsMessage) -> dict[str, Any]:
+        if len(msg.body) > MAX_START_REQUEST_BYTES:
+            return {"accepted": False, "error": f"invalid start request: {len(msg.body)} bytes, the limit is {MAX_START_REQUEST_BYTES}"}
         try:
             request = StartCampaign.model_validate(json.loads(msg.body))
         except (ValueError, ValidationError) as error:

@@ -83,7 +83,7 @@ async def answer_idea_requests(settings: Settings, plans: dict[str, list[Case]])
                     await js.publish(
                         settings.subjects.event("ideator", campaign, "IdeasProposed"),
                         json.dumps(proposal.model_dump(mode="json")).encode(),
-                        headers={"Nats-Msg-Id": f"{BRAIN}:{campaign}:{key[1]}"},
+                        headers={"Nats-Msg-Id": f"ideator-planted:{campaign}:{key[1]}"},
                     )
             await asyncio.sleep(0.5)
     finally:

@@ -33,7 +33,7 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
 
 
 def started(campaign: str) -> CampaignStarted:
-    return CampaignStarted(campaign=campaign, paper_path=str(EXAMPLE), budget=Budget(), event_id=uuid.uuid4(), producer="test", time=datetime.now(UTC))
+    return CampaignStarted(campaign=campaign, paper_path=str(EXAMPLE), budget=Budget(), event_id=uuid.uuid4(), producer="scheduler", time=datetime.now(UTC))
 
 
 def schemas(configured: Settings) -> set[str]:

@@ -24,7 +24,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-forecaster"
 
 
 def started(campaign: str, paper: Path = EXAMPLE) -> CampaignStarted:
-    return CampaignStarted(campaign=campaign, paper_path=str(paper), budget=Budget(), event_id=uuid.uuid4(), producer="test", time=datetime.now(UTC))
+    return CampaignStarted(campaign=campaign, paper_path=str(paper), budget=Budget(), event_id=uuid.uuid4(), producer="scheduler", time=datetime.now(UTC))
 
 
 async def read_events(settings: Settings, expected: int, timeout: float = 10.0) -> list[dict]:
@@ -80,7 +80,7 @@ async def test_malformed_messages_become_dead_letters_and_the_service_keeps_work
     rejected = [e for e in events if e.get("event_type") == "MessageRejected"]
     assert [r["stream_sequence"] for r in rejected] == [ack.seq for ack in acks]
     assert "malformed message" in rejected[0]["reason"]
-    assert "unknown event_type 'Nonsense'" in rejected[1]["reason"]
+    assert "unknown event type 'Nonsense'" in rejected[1]["reason"]
     assert "lacks its envelope" in rejected[2]["reason"]
     prepared = [e for e in events if e.get("event_type") == "ResourcesPrepared"]
     assert len(prepared) == 1 and prepared[0]["causation_id"] is not None
@@ -136,7 +136,8 @@ def test_an_event_and_its_tracking_record_are_saved_together_once(tmp_path: Path
     # Step 2: a second delivery of the same message cannot be saved again, and changes nothing.
     with pytest.raises(IntegrityError):
         runtime.commit("c5", [prepared], tracking=Tracking("AUTOSOTA_EVENTS/resource", 7), observed=event, cause=event)
-    notifications = runtime.store.recorder.select_notifications(start=1, limit=100)
+    ledger = CampaignLedger.create_id("resource", "c5")
+    notifications = [n for n in runtime.store.recorder.select_notifications(start=1, limit=100) if n.originator_id == ledger]
     assert len(notifications) == 3  # opened, observed, emitted
     # Step 3: the state survives a restart, folded from the ledger.
     runtime.store.close()

@@ -68,7 +68,12 @@ def test_a_job_result_has_the_same_identity_whoever_records_it() -> None:
     second = stamp_result(failure.model_copy(update={"runner": "runner-7"}), "runner-7", datetime(2025, 1, 2, tzinfo=UTC))
     assert first.event_id == second.event_id and first.producer == "runner-2"
     assert failure.stage == "dead_letter" and "delivered 5 times" in failure.reason
-    assert result_message_id("c1", "idea-r1-0") == "result:c1:idea-r1-0" and result_key("c1", "idea-r1-0") == "c1.idea-r1-0"
+    key = b"k" * 32
+    # the same for every runner (they share the key), and not guessable from the job without the key
+    assert result_message_id("c1", "idea-r1-0", key) == result_message_id("c1", "idea-r1-0", key)
+    assert result_message_id("c1", "idea-r1-0", key) != result_message_id("c1", "idea-r1-0", b"x" * 32)
+    assert result_message_id("c1", "idea-r1-0", key).startswith("runner:") and "idea-r1-0" not in result_message_id("c1", "idea-r1-0", key)
+    assert result_key("c1", "idea-r1-0") == "c1.idea-r1-0"
     assert result_key("c1", "odd id/with spaces").startswith("c1.x")
     claim = Claim("runner-2", "claimed", first)
     assert Claim.decode(claim.encode()) == claim and claim.published().state == "published"
