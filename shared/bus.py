@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -79,27 +80,67 @@ async def ensure_topology(js: JetStreamContext, subjects: Subjects, replicas: in
             await js.object_store(subjects.artifacts_bucket)
 
 
-def client_auth(settings: Settings) -> dict[str, Any]:
-    """nats-py connect() arguments for the settings' credentials (none: an open server)."""
+def inbox_prefix(settings: Settings, url: str | list[str] | None = None) -> str:
+    """Where this user's replies arrive: under a prefix of its own, which the deployment's
+    permissions let only that user subscribe to, so no other user can read them. The user is the
+    settings' or, for credentials written into the server URL, the URL's."""
+    user = settings.nats_user or _url_user(url)
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
+def _url_user(url: str | list[str] | None) -> str:
+    from urllib.parse import urlsplit
+
+    for one in (server_urls(url) if isinstance(url, str) else url or []):
+        if urlsplit(one).username:
+            return urlsplit(one).username or ""
+    return ""
+
+
+# Passwords that shipped as examples somewhere or are guessed first: a deployment must never run on them.
+EXAMPLE_PASSWORDS = frozenset({"change-me", "changeme", "password", "secret", "admin", "nats", "autosota"})
+MIN_PASSWORD_LENGTH = 16
+
+
+def bus_password(settings: Settings) -> str:
+    """The settings' NATS password, refused when it is an example or too short to be random."""
+    password = settings.nats_password.get_secret_value()
+    if password.lower() in EXAMPLE_PASSWORDS or len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(
+            f"refusing to use the NATS password of user {settings.nats_user!r}: it is an example or shorter than "
+            f"{MIN_PASSWORD_LENGTH} characters; generate real ones with `python3 scripts/generate-secrets.py`"
+        )
+    return password
+
+
+def client_auth(settings: Settings, url: str | list[str] | None = None) -> dict[str, Any]:
+    """nats-py connect() arguments for the settings' credentials (none: an open server), with the
+    user's own reply inbox (the URL's user when the credentials are in the URL)."""
     if settings.nats_creds is not None:
         return {"user_credentials": str(settings.nats_creds)}
     if settings.nats_nkey_seed is not None:
         return {"nkeys_seed": str(settings.nats_nkey_seed)}
     if settings.nats_user:
-        return {"user": settings.nats_user, "password": settings.nats_password.get_secret_value()}
+        return {"user": settings.nats_user, "password": bus_password(settings), "inbox_prefix": inbox_prefix(settings)}
+    if settings.nats_token.get_secret_value():
+        return {"token": settings.nats_token.get_secret_value()}
+    if _url_user(url):
+        return {"inbox_prefix": inbox_prefix(settings, url)}
     return {}
 
 
 def broker_security(settings: Settings) -> Any:
     """The same credentials for a FastStream NatsBroker."""
-    from faststream.nats.security import NatsCredentials, NatsNKey, NatsUserPassword
+    from faststream.nats.security import NatsCredentials, NatsNKey, NatsToken, NatsUserPassword
 
     if settings.nats_creds is not None:
         return NatsCredentials.from_file(settings.nats_creds)
     if settings.nats_nkey_seed is not None:
         return NatsNKey(settings.nats_nkey_seed)
     if settings.nats_user:
-        return NatsUserPassword(settings.nats_user, settings.nats_password.get_secret_value())
+        return NatsUserPassword(settings.nats_user, bus_password(settings))
+    if settings.nats_token.get_secret_value():
+        return NatsToken(settings.nats_token.get_secret_value())
     return None
 
 
@@ -152,12 +193,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+TOKEN_VARIABLE = "AUTOSOTA_NATS_TOKEN"
+# The server reads its token from its own environment (readable by its user only): a command-line
+# argument would show in every local user's process list.
+TOKEN_CONFIG = f"authorization {{\n  token: ${TOKEN_VARIABLE}\n}}\n"
+
+
+def new_token() -> str:
+    """A random token for a server that lives as long as one command."""
+    return secrets.token_hex(24)
+
+
 class EmbeddedNats:
     """A private nats-server with JetStream, storing under a data directory.
 
     With `config`, the server reads that configuration file (accounts, permissions, cluster);
     the port and store directory given here still override the file's, so several servers
     can run side by side on loopback. `env` supplies the variables a configuration refers to.
+    With `token`, the server accepts only clients that present it.
+    Launching again after the process ended serves the same store on the same port.
     """
 
     def __init__(
@@ -168,13 +222,17 @@ class EmbeddedNats:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         name: str = "nats",
+        token: str | None = None,
     ) -> None:
+        if token and config:
+            raise ValueError("a token and a configuration file cannot be combined: put the authorization into the file")
         self.data_dir = data_dir
         self.port = port or free_port()
         self.config = config
         self.extra_args = list(extra_args or [])
         self.env = env
         self.name = name
+        self.token = token or None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -182,20 +240,48 @@ class EmbeddedNats:
         return f"nats://127.0.0.1:{self.port}"
 
     @property
+    def url_with_token(self) -> str:
+        """The URL with the token as its user part, which nats-py presents as the token."""
+        return f"nats://{self.token}@127.0.0.1:{self.port}" if self.token else self.url
+
+    @property
+    def client_auth(self) -> dict[str, Any]:
+        """nats-py connect() arguments this server accepts."""
+        return {"token": self.token} if self.token else {}
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / f"{self.name}-server.log"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def command(self) -> list[str]:
         store = self.data_dir / self.name
-        config = ["-c", str(self.config)] if self.config else []
+        if self.config:
+            config = ["-c", str(self.config)]
+        elif self.token:
+            config = ["-c", str(self._token_config())]
+        else:
+            config = []
         return [nats_server_binary(), *config, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(store), *self.extra_args]
+
+    def _token_config(self) -> Path:
+        path = self.data_dir / f"{self.name}-token.conf"
+        if not path.is_file() or path.read_text() != TOKEN_CONFIG:
+            path.write_text(TOKEN_CONFIG)
+        return path
 
     def launch(self) -> None:
         """Start the process without waiting for it to serve."""
         (self.data_dir / self.name).mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         environment = {**os.environ, **self.env} if self.env is not None else None
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
+        if self.token:
+            environment = {**(environment or os.environ), TOKEN_VARIABLE: self.token}
+        command = self.command()
+        with open(self.log_path, "ab") as log:  # the process keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment)
 
     def start(self, timeout: float = 20.0, auth: dict[str, Any] | None = None) -> str:
         """Start and wait until JetStream answers (with `auth` on a server that requires it)."""
@@ -204,12 +290,14 @@ class EmbeddedNats:
         return self.url
 
     def wait_ready(self, timeout: float = 20.0, auth: dict[str, Any] | None = None) -> None:
+        """Wait until JetStream answers; `auth` defaults to this server's own token."""
         assert self.process is not None, "not launched"
+        credentials = self.client_auth if auth is None else auth
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
-            if asyncio.run(jetstream_ready(self.url, auth or {})):
+            if asyncio.run(jetstream_ready(self.url, credentials)):
                 return
             time.sleep(0.05)
         self.stop()

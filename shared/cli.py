@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import sys
 import tempfile
 import time
@@ -34,6 +35,9 @@ CAMPAIGN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 DOCUMENT_NATS_URL = "nats://127.0.0.1:4222"  # the server named in the published AsyncAPI documents
 START_ATTEMPTS = 3
 START_TIMEOUT = 10.0
+CLI_RECONNECT_ATTEMPTS = 3
+RUN_DEFAULT_RUNNERS = 2
+RESUBSCRIBE_DELAY = 0.5
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -75,13 +79,16 @@ def new_campaign_id(paper_dir: Path) -> str:
 # ---------------------------------------------------------------- reading the events stream
 
 
-async def connect_bus(url: str, name: str = "autosota-cli") -> Any:
+async def connect_bus(url: str, name: str = "autosota-cli", reconnect_attempts: int = CLI_RECONNECT_ATTEMPTS, **callbacks: Any) -> Any:
+    """A client of the CLI; `reconnect_attempts=-1` reconnects without end."""
     import nats
 
     from shared.bus import client_auth
     from shared.settings import Settings, server_urls
 
-    return await nats.connect(server_urls(url), name=name, connect_timeout=5, max_reconnect_attempts=3, reconnect_time_wait=0.5, error_cb=quietly, **client_auth(Settings()))
+    return await nats.connect(
+        server_urls(url), name=name, connect_timeout=5, max_reconnect_attempts=reconnect_attempts, reconnect_time_wait=0.5, error_cb=quietly, **callbacks, **client_auth(Settings(), url)
+    )
 
 
 async def quietly(error: Exception) -> None:
@@ -188,21 +195,22 @@ async def _last_event(js: Any, subjects: Subjects, subject: str) -> Event | None
 
 @contextlib.contextmanager
 def bus_for_reading(data_dir: Path) -> Iterator[str]:
-    """NATS_URL when set, else a private nats-server on the data dir's store for as long as needed."""
+    """NATS_URL when set, else a private nats-server on the data dir's store for as long as needed,
+    open only to the token its URL carries."""
     url = os.environ.get("NATS_URL")
     if url:
         yield url
         return
     if not (data_dir / "nats").is_dir():
         raise FileNotFoundError(f"no event store under {data_dir} (set NATS_URL or pass --data-dir)")
-    from shared.bus import EmbeddedNats
+    from shared.bus import EmbeddedNats, new_token
     from shared.embedded import quiet_nats_client
 
-    server = EmbeddedNats(data_dir)
+    server = EmbeddedNats(data_dir, token=new_token())
     try:
         with quiet_nats_client():
-            url = server.start()
-        yield url
+            server.start()
+        yield server.url_with_token
     finally:
         server.stop()
 
@@ -216,6 +224,10 @@ class CampaignRefused(RuntimeError):
 
 class CampaignNotStarted(RuntimeError):
     """Nobody answered the start request."""
+
+
+class BusDied(RuntimeError):
+    """The embedded stack's nats-server is down and its restarts are spent."""
 
 
 async def request_start(url: str, subjects: Subjects, request: dict[str, Any], attempts: int = START_ATTEMPTS, timeout: float = START_TIMEOUT) -> dict[str, Any]:
@@ -245,24 +257,56 @@ async def follow_campaign(
     campaign: str,
     on_event: Callable[[Event], None],
     check: Callable[[], None] | None = None,
+    wait_for_bus: bool = False,
 ) -> None:
-    """Deliver the campaign's events from the start, in order, until it completes."""
+    """Deliver the campaign's events from the start, in order, each once, until it completes.
+    `check` is called every second without an event. With `wait_for_bus`, a server that goes
+    away is waited for without end (`check` decides when to give up), and once it is back the
+    events resume after the last one delivered."""
+    import nats.errors
     from nats.errors import TimeoutError as NoMessageYet
-    from nats.js.api import DeliverPolicy
+    from nats.js.api import ConsumerConfig, DeliverPolicy
 
-    client = await connect_bus(url)
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()  # a restarted server has lost the ordered consumer: make a new one
+
+    client = await connect_bus(url, reconnect_attempts=-1 if wait_for_bus else CLI_RECONNECT_ATTEMPTS, reconnected_cb=on_reconnect)
+    js = client.jetstream()
+    subscription = None
+    delivered = 0  # stream sequence of the last message handed on
     try:
-        js = client.jetstream()
-        subscription = await js.subscribe(
-            subjects.events_of_campaign(campaign), stream=subjects.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
         while True:
+            if subscription is None or reconnected.is_set():
+                reconnected.clear()
+                if subscription is not None:
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+                    subscription = None
+                try:
+                    subscription = await js.subscribe(
+                        subjects.events_of_campaign(campaign),
+                        stream=subjects.events_stream,
+                        ordered_consumer=True,
+                        config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=delivered + 1),
+                    )
+                except (nats.errors.Error, TimeoutError):
+                    if not wait_for_bus:
+                        raise
+                    if check:
+                        check()
+                    await asyncio.sleep(RESUBSCRIBE_DELAY)  # JetStream may still be recovering its streams
+                    continue
             try:
                 message = await subscription.next_msg(timeout=1.0)
             except NoMessageYet:
                 if check:
                     check()
                 continue
+            if message.metadata.sequence.stream <= delivered:
+                continue  # delivered before the consumer was made anew
+            delivered = message.metadata.sequence.stream
             for event in parse_bodies([message.data]):
                 on_event(event)
                 if isinstance(event, CampaignCompleted):
@@ -292,7 +336,10 @@ def finish_campaign(events: list[Event], campaign: str, data_dir: Path) -> RunRe
     return RunResult(campaign, summary.outcome, render_text(summary), report_path)
 
 
-async def run_campaign(url: str, subjects: Subjects, request: dict[str, Any], data_dir: Path, out: Console, check: Callable[[], None] | None = None) -> RunResult:
+async def run_campaign(
+    url: str, subjects: Subjects, request: dict[str, Any], data_dir: Path, out: Console, check: Callable[[], None] | None = None, wait_for_bus: bool = False
+) -> RunResult:
+    """Start (or rejoin) a campaign and follow it to its end; `wait_for_bus` as in follow_campaign."""
     campaign = request["campaign"]
     reply = await request_start(url, subjects, request)
     if not reply.get("accepted"):
@@ -305,7 +352,7 @@ async def run_campaign(url: str, subjects: Subjects, request: dict[str, Any], da
         if line is not None:
             out.print(line, markup=False)
 
-    await follow_campaign(url, subjects, campaign, show, check)
+    await follow_campaign(url, subjects, campaign, show, check, wait_for_bus)
     return finish_campaign(await campaign_events(url, subjects, campaign), campaign, data_dir)
 
 
@@ -341,12 +388,15 @@ def command_run(args: argparse.Namespace) -> int:
             stack.start()
             url = stack.url
         out.print(f"campaign {campaign}: {paper_dir.resolve()}", markup=False)
-        result = asyncio.run(run_campaign(url, subjects, request, data_dir, out, _stack_check(stack)))
+        # the stack restarts its own nats-server; the campaign is followed across a restart
+        result = asyncio.run(run_campaign(url, subjects, request, data_dir, out, _stack_check(stack), wait_for_bus=stack is not None))
     except KeyboardInterrupt:
         console(stderr=True).print("interrupted: stopping", markup=False)
         return EXIT_INTERRUPTED
     except CampaignRefused as error:
         return fail(f"the scheduler refused campaign {campaign}: {error}", EXIT_USAGE)
+    except BusDied as error:
+        return fail(f"the bus died: {error}. The campaign's recorded events are kept in {data_dir}; resume it with:\n  {resume_command(args, paper_dir, campaign, data_dir)}")
     except Exception as error:  # noqa: BLE001 - a clear message beats a traceback at the prompt
         logs = f" (service logs: {data_dir / 'logs'})" if stack is not None else ""
         return fail(f"{error}{logs}" if isinstance(error, CampaignNotStarted) else f"{type(error).__name__}: {error}{logs}")
@@ -359,11 +409,24 @@ def command_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def resume_command(args: argparse.Namespace, paper_dir: Path, campaign: str, data_dir: Path) -> str:
+    """The command that re-runs this campaign: the same id picks up its recorded events."""
+    words = ["autosota", "run", str(paper_dir.resolve()), "--campaign", campaign, "--data-dir", str(data_dir)]
+    for flag, value in (("--budget-experiments", args.budget_experiments), ("--budget-seconds", args.budget_seconds), ("--parallelism", args.parallelism)):
+        if value is not None:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if args.runners != RUN_DEFAULT_RUNNERS:
+        words += ["--runners", str(args.runners)]
+    return shlex.join(words)
+
+
 def _stack_check(stack: Any) -> Callable[[], None] | None:
     if stack is None:
         return None
 
     def check() -> None:
+        if stack.bus_given_up:
+            raise BusDied(f"the embedded nats-server stayed down after {stack.max_restarts} restarts (log: {stack.nats.log_path})")
         down = stack.failed_for_good()
         if down:
             raise RuntimeError(f"services down after {stack.max_restarts} restarts: {', '.join(down)} (see {stack.data_dir / 'logs'})")
@@ -395,7 +458,7 @@ async def instance_ready(url: str, subjects: Subjects, instance: str, timeout: f
         from shared.bus import client_auth
         from shared.settings import Settings, server_urls
 
-        connecting = nats.connect(server_urls(url), connect_timeout=min(timeout, 2.0), max_reconnect_attempts=1, allow_reconnect=False, error_cb=quietly, **client_auth(Settings()))
+        connecting = nats.connect(server_urls(url), connect_timeout=min(timeout, 2.0), max_reconnect_attempts=1, allow_reconnect=False, error_cb=quietly, **client_auth(Settings(), url))
         client = await asyncio.wait_for(connecting, timeout)
     except Exception:  # noqa: BLE001 - an unreachable server means not ready
         return False
@@ -499,7 +562,7 @@ def specification(service: str) -> dict[str, Any]:
     from shared.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="autosota-asyncapi-") as scratch:
-        settings = Settings(NATS_URL=DOCUMENT_NATS_URL, data_dir=Path(scratch), namespace="", runner_name="runner-1", persistence="sqlite", pool="cpu", nats_user="", nats_creds=None, nats_nkey_seed=None)
+        settings = Settings(NATS_URL=DOCUMENT_NATS_URL, data_dir=Path(scratch), namespace="", runner_name="runner-1", persistence="sqlite", pool="cpu", nats_user="", nats_creds=None, nats_nkey_seed=None, nats_token="")
         app = importlib.import_module(f"services.{service}.app").create_app(settings)
         try:
             return app.schema.to_specification().to_jsonable()  # type: ignore[no-any-return]
@@ -566,7 +629,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--budget-experiments", type=int, help="idea experiments to run (default %d)" % Budget().max_experiments)
     run.add_argument("--budget-seconds", type=float, help="wall-clock budget (default %g)" % Budget().wall_clock_seconds)
     run.add_argument("--parallelism", type=int, help="experiments in flight at once (default %d)" % Budget().parallelism)
-    run.add_argument("--runners", type=int, default=2, help="runner processes of the embedded stack (default 2)")
+    run.add_argument("--runners", type=int, default=RUN_DEFAULT_RUNNERS, help="runner processes of the embedded stack (default %d)" % RUN_DEFAULT_RUNNERS)
     run.add_argument("--data-dir", help="state of the embedded stack and reports (default $AUTOSOTA_DATA_DIR or .autosota)")
     run.add_argument("--campaign", help="campaign id (default: folder name plus 8 hex digits)")
     run.set_defaults(handler=command_run)

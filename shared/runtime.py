@@ -37,7 +37,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.admission import MAX_EVENT_BYTES, UNKNOWN_CAMPAIGN, Accepted, Ignored, admit, excerpt
-from shared.bus import Artifacts, broker_security, client_auth, connect, ensure_topology
+from shared.bus import Artifacts, broker_security, client_auth, connect, ensure_topology, inbox_prefix
 from shared.contracts import (
     OWNED_EVENTS,
     Event,
@@ -153,7 +153,7 @@ class ServiceRuntime(Generic[State]):
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.nc = await connect(self.settings.nats_servers, f"{self.instance}-runtime", inbox_prefix=self.subjects.inbox_prefix(self.service), **client_auth(self.settings))
+        self.nc = await connect(self.settings.nats_servers, f"{self.instance}-runtime", **client_auth(self.settings))
         self.js = self.nc.jetstream()
         await ensure_topology(self.js, self.subjects, self.settings.stream_replicas)
         self._artifacts = Artifacts(self.js, self.subjects.artifacts_bucket)
@@ -466,6 +466,7 @@ class ServiceRuntime(Generic[State]):
             self.subjects.all_events,
             stream=JStream(self.subjects.events_stream, declare=False),
             durable=self.instance,
+            inbox_prefix=self.pull_inbox_prefix,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
             config=ConsumerConfig(max_ack_pending=1, ack_wait=EVENT_ACK_WAIT),
             deliver_policy=DeliverPolicy.ALL,
@@ -509,6 +510,11 @@ class ServiceRuntime(Generic[State]):
             ack_wait=EVENT_ACK_WAIT,
             **start,  # type: ignore[arg-type]
         )
+
+    @property
+    def pull_inbox_prefix(self) -> bytes:
+        """The reply inbox of this service's pull consumers (FastStream sets its own unless told)."""
+        return (inbox_prefix(self.settings) + ".").encode()
 
     def subscribe_health(self, broker: NatsBroker) -> None:
         @broker.subscriber(self.subjects.health(self.instance), title=f"{self.service}:health", description="Readiness probe: answers once the service is consuming.")
@@ -575,6 +581,6 @@ def make_broker(settings: Settings, service: str) -> NatsBroker:
         logger=log,
         graceful_timeout=30.0,
         max_reconnect_attempts=-1,
-        inbox_prefix=settings.subjects.inbox_prefix(service),
+        inbox_prefix=inbox_prefix(settings),
         security=broker_security(settings),
     )

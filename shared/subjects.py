@@ -102,8 +102,3 @@ class Subjects:
         if service_of(instance) == "runner":
             return f"{self.root}.ctl.health.runner.{instance}"
         return f"{self.root}.ctl.health.{instance}"
-
-    @staticmethod
-    def inbox_prefix(service: str) -> str:
-        """Where a service's replies arrive: a prefix of its own, so no other user can read them."""
-        return f"_INBOX_{service_of(service)}"

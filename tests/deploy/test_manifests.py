@@ -249,9 +249,42 @@ def test_kubernetes_agents_are_deployments_and_gpu_runners_request_gpus() -> Non
     assert nats["spec"]["replicas"] == 3
 
 
-def test_kubernetes_containers_use_known_images_commands_settings_and_secrets() -> None:
+def generated_secrets(tmp_path: Path) -> dict[str, set[str]]:
+    """The Secrets kustomize builds from what scripts/generate-secrets.py writes: name -> keys."""
+    subprocess.run(["python3", str(ROOT / "scripts" / "generate-secrets.py"), "--deploy", str(tmp_path)], check=True, capture_output=True)
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    found: dict[str, set[str]] = {}
+    for generator in kustomization["secretGenerator"]:
+        for env_file in generator["envs"]:
+            lines = (tmp_path / env_file).read_text().splitlines()
+            found.setdefault(generator["name"], set()).update(line.split("=", 1)[0] for line in lines if line)
+    return found
+
+
+def test_no_example_secret_ships_and_every_generated_one_is_random(tmp_path: Path) -> None:
+    shipped = [path for path in DEPLOY.rglob("*") if path.is_file() and "change-me" in path.read_text(errors="replace")]
+    assert not shipped, f"example passwords ship in {shipped}"
+    assert all(not line.split("=", 1)[1] for line in (DEPLOY / "env.example").read_text().splitlines() if line and not line.startswith("#"))
+    generated_secrets(tmp_path)
+    values = [line.split("=", 1)[1] for line in (tmp_path / ".env").read_text().splitlines()]
+    assert len(set(values)) == len(values) and all(len(v) >= 32 and v[0].isalpha() for v in values)
+    # the services refuse an example password even when someone sets one by hand
+    from shared.bus import client_auth
+    from shared.settings import Settings
+
+    with pytest.raises(ValueError, match="generate-secrets"):
+        client_auth(Settings(nats_user="runner", nats_password="change-me"))
+
+
+def test_the_monitoring_port_answers_on_loopback_only() -> None:
+    for config in NATS_CONFIGS:
+        text = _without_comments(config.read_text())
+        assert "http_port" not in text and re.search(r"^\s*http:\s*127\.0\.0\.1:\d+", text, re.M), config
+
+
+def test_kubernetes_containers_use_known_images_commands_settings_and_secrets(tmp_path: Path) -> None:
     documents = k8s_documents()
-    secrets = {d["metadata"]["name"]: set(d["stringData"]) for d in documents if d["kind"] == "Secret"}
+    secrets = generated_secrets(tmp_path)
     config_maps = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
     known_env, users = settings_env_names(), nats_users()
     assert set(config_maps["autosota-settings"]) <= known_env
@@ -293,6 +326,7 @@ def test_kustomization_lists_every_manifest_and_the_shipped_nats_configuration()
     kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
     listed = {DEPLOY / r for r in kustomization["resources"]}
     assert listed == set((DEPLOY / "k8s").glob("*.yaml"))
+    assert all(env.startswith("k8s/secrets/") for g in kustomization["secretGenerator"] for env in g["envs"])
     files = kustomization["configMapGenerator"][0]["files"]
     assert all((DEPLOY / f).is_file() for f in files)
     nats = next(d for d in k8s_documents() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "nats")

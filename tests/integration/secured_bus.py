@@ -17,6 +17,7 @@ from shared.subjects import SERVICES
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 USERS = (*SERVICES, "cli", "admin", "sys")
+UNRESTRICTED = ("admin", "sys")  # operators' users
 
 
 def new_passwords() -> dict[str, str]:
@@ -34,7 +35,10 @@ def user_of(instance: str) -> str:
 
 
 def auth(user: str, passwords: dict[str, str]) -> dict[str, Any]:
-    return {"user": user, "password": passwords[user]}
+    """nats-py credentials of a user, with the reply inbox only that user may read (as the services use)."""
+    if user in UNRESTRICTED:
+        return {"user": user, "password": passwords[user]}
+    return {"user": user, "password": passwords[user], "inbox_prefix": f"_INBOX_{user}"}
 
 
 def service_credentials(instances: Iterable[str], passwords: dict[str, str]) -> dict[str, dict[str, str]]:
