@@ -126,7 +126,16 @@ def test_bad_papers_end_in_a_recorded_failure_with_a_clear_reason(settings: Sett
     shutil.copytree(EXAMPLES / "tiny-forecaster", failing_eval, ignore=shutil.ignore_patterns("outputs"))
     card = failing_eval / "autosota.toml"
     card.write_text(card.read_text().replace('smoke_command = "python train.py --smoke && python evaluate.py"', 'smoke_command = "python train.py --smoke"').replace('evaluate_command = "python evaluate.py"', 'evaluate_command = "python no_such_evaluate.py"'))
+    huge_constraint = tmp_path / "huge-constraint"
+    shutil.copytree(EXAMPLES / "tiny-forecaster", huge_constraint, ignore=shutil.ignore_patterns("outputs"))
+    card = huge_constraint / "autosota.toml"
+    card.write_text(card.read_text().replace("constraints = [\n", f'constraints = [\n    "{"x" * 1_500_000}",\n'))
+    absolute_link = tmp_path / "absolute-link"
+    shutil.copytree(EXAMPLES / "tiny-forecaster", absolute_link, ignore=shutil.ignore_patterns("outputs"))
+    (absolute_link / "host-passwords").symlink_to("/etc/passwd")
     cases = {
+        "huge-constraint": (huge_constraint, "at most 4000 characters"),
+        "absolute-link": (absolute_link, "init failed handling ObjectiveSet"),
         "no-card": (no_card, "task card 'autosota.toml' not found"),
         "missing-field": (missing_field, "lacks required fields: [experiment] evaluate_command"),
         "failing-eval": (failing_eval, "the baseline did not run cleanly"),

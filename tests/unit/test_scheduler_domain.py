@@ -290,3 +290,26 @@ def test_the_monitors_terminate_ends_the_campaign_and_fallback_stops_the_search(
     # Step 2: a terminate ends the campaign as failed, with the monitor's reason.
     decisions = loop.feed(SupervisoryAction(campaign=CAMPAIGN, action="terminate", trigger="repeated_failure", reason="same failure 3 times"))
     assert loop.types(decisions) == ["CampaignCompleted"] and decisions[0].outcome == "failed" and "same failure 3 times" in decisions[0].reason
+
+
+def test_a_wall_clock_budget_spent_before_the_baseline_ends_the_campaign() -> None:
+    loop = Loop(Budget(wall_clock_seconds=30))
+    decisions = loop.feed(BudgetExhausted(campaign=CAMPAIGN, budget="wall_clock", used=31.0, limit=30.0))
+    [completed] = [d for d in decisions if isinstance(d, Event) and d.event_type == "CampaignCompleted"]
+    assert completed.outcome == "failed" and "before the baseline was reproduced" in completed.reason  # type: ignore[attr-defined]
+
+
+def test_a_service_failing_on_a_campaign_event_ends_the_campaign_once() -> None:
+    from services.scheduler.domain import on_own_failure
+    from shared.contracts import ServiceFailed
+
+    loop = Loop(Budget())
+    failure = ServiceFailed(campaign=CAMPAIGN, service="init", stage="handling", failed_event_type="ObjectiveSet", subject="s", reason="OSError('absolute symlink')")
+    decisions = loop.feed(failure)
+    [completed] = [d for d in decisions if isinstance(d, Event) and d.event_type == "CampaignCompleted"]
+    assert completed.outcome == "failed" and "init failed handling ObjectiveSet" in completed.reason  # type: ignore[attr-defined]
+    assert loop.feed(failure) == [] and on_own_failure(loop.state, failure) == []
+    # the scheduler's own failure on a campaign still running ends it too
+    fresh = Loop(Budget())
+    [own] = on_own_failure(fresh.state, failure.model_copy(update={"service": "scheduler"}))
+    assert own.outcome == "failed"  # type: ignore[attr-defined]
