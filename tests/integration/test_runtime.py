@@ -166,3 +166,62 @@ async def test_a_service_does_not_fold_its_own_events_twice(settings: Settings) 
     await client.close()
     app.exit()
     await task
+
+
+async def test_a_plug_ins_own_events_are_ignored_without_dead_letters(settings: Settings) -> None:
+    app, task = await running(settings)
+    client = await nats.connect(settings.nats_url)
+    js = client.jetstream()
+    await js.publish(settings.subjects.event("leaderboard", "c7", "LeaderboardUpdated"), b'{"event_type": "LeaderboardUpdated", "rank": 1}')
+    await js.publish(settings.subjects.event("scheduler", "c7", "CampaignStarted"), started("c7").model_dump_json().encode())
+    events = await read_events(settings, expected=3)
+    assert [e.get("event_type") for e in events] == ["LeaderboardUpdated", "CampaignStarted", "ResourcesPrepared"]
+    await client.close()
+    app.exit()
+    await task
+
+
+def test_an_event_too_large_for_the_bus_becomes_a_failure_of_its_campaign(tmp_path: Path) -> None:
+    from shared.admission import MAX_EVENT_BYTES
+
+    runtime = ServiceRuntime("resource", Settings(data_dir=tmp_path, namespace="unused"), ResourceDomain())
+    files = {f"f{i:06d}.py": "ab" * 32 for i in range(MAX_EVENT_BYTES // 70 + 10)}
+    huge = ResourcesPrepared.model_construct(campaign="c8", snapshot_sha256="ab" * 32, files=files, size_bytes=1)  # past the contract's own limit
+    small = ResourcesPrepared(campaign="c8", snapshot_sha256="cd" * 32, files={}, size_bytes=1)
+    stamped = runtime.commit("c8", [huge, small])
+    assert [e.event_type for e in stamped] == ["ServiceFailed", "ResourcesPrepared"]
+    assert "over the" in stamped[0].reason and stamped[0].stage == "publishing"  # type: ignore[attr-defined]
+
+
+def test_a_message_the_server_refuses_is_recorded_and_does_not_block_the_ones_after_it(tmp_path: Path) -> None:
+    from shared.bus import EmbeddedNats
+
+    config = tmp_path / "small.conf"
+    config.write_text("max_payload: 65536\n")
+    server = EmbeddedNats(tmp_path / "nats", config=config)
+    server.start()
+    settings = Settings(nats_url=server.url, data_dir=tmp_path / "data")
+
+    async def scenario() -> list[dict]:
+        runtime = ServiceRuntime("resource", settings, ResourceDomain())
+        big = ResourcesPrepared(campaign="c9", snapshot_sha256="ab" * 32, files={f"f{i:05d}.py": "ab" * 32 for i in range(1500)}, size_bytes=1)
+        after = ResourcesPrepared(campaign="c9", snapshot_sha256="cd" * 32, files={}, size_bytes=1)
+        runtime.commit("c9", [big, after])
+        await runtime.start()
+        try:
+            for _ in range(100):
+                published = await read_events(settings, expected=2, timeout=0.2)
+                if any(e.get("event_type") == "ServiceFailed" for e in published):
+                    return published
+                await asyncio.sleep(0.1)
+            return published
+        finally:
+            await runtime.stop()
+
+    try:
+        published = asyncio.run(scenario())
+    finally:
+        server.stop()
+    kinds = [e.get("event_type") for e in published]
+    assert kinds == ["ResourcesPrepared", "ServiceFailed"], kinds  # the small one went out; the big one is a failure
+    assert published[0]["snapshot_sha256"] == "cd" * 32 and "refused ResourcesPrepared" in published[1]["reason"]
