@@ -531,7 +531,7 @@ class JobFailed(Event):
     experiment_id: str
     purpose: Purpose
     runner: str
-    stage: Literal["prepare", "train", "evaluate", "metrics", "dead_letter"]
+    stage: Literal["prepare", "train", "evaluate", "metrics", "dead_letter", "withdrawn"]
     reason: str
     signature: str
     exit_code: int | None = None

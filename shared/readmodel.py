@@ -142,12 +142,18 @@ class CampaignSummary:
 
     @classmethod
     def from_events(cls, events: list[Event], campaign: str | None = None) -> CampaignSummary:
-        """Fold a campaign's events, in stream order, into its summary; repeats are counted once."""
+        """Fold a campaign's events, in stream order, into its summary; repeats are counted once.
+        The summary ends where the campaign ended: what arrives later (the result of a job that was
+        still running, a withdrawal) is in the history but changes nothing that was concluded, so
+        the summary `run` printed and the one replay rebuilds are the same."""
         name = campaign or (events[0].campaign if events else "")
         summary = cls(campaign=name)
         for event in unique(events):
-            if event.campaign == name:
-                summary._apply(event)
+            if event.campaign != name:
+                continue
+            summary._apply(event)
+            if isinstance(event, CampaignCompleted):
+                break
         return summary
 
     def _apply(self, event: Event) -> None:  # noqa: C901 - one branch per event type reads best

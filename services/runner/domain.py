@@ -200,6 +200,23 @@ class Claim:
         return Claim(self.runner, "published", self.event)
 
 
+WITHDRAWN_SIGNATURE = "withdrawn: the campaign ended"
+
+
+def withdrawn(item: WorkItem, runner: str, why: str, seconds: float) -> JobFailed:
+    """The recorded end of a job whose campaign ended before it did: queued work is dropped, running work stopped."""
+    return JobFailed(
+        campaign=item.campaign,
+        experiment_id=item.experiment_id,
+        purpose=item.purpose,
+        runner=runner,
+        stage="withdrawn",
+        reason=why,
+        signature=WITHDRAWN_SIGNATURE,
+        duration_seconds=seconds,
+    )
+
+
 def dead_letter(item: WorkItem, runner: str, deliveries: int, why: str) -> JobFailed:
     """The recorded failure of a job no runner finished within its deliveries."""
     return JobFailed(

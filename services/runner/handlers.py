@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
@@ -37,10 +38,12 @@ from services.runner.domain import (
     parse_metrics,
     permute_column,
     unfit_reason,
+    withdrawn,
 )
 from services.runner.results import JobResults
 from shared.brain import failure_signature
-from shared.contracts import JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
+from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
+from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
 from shared.sandbox import Isolation, Limits, Sandbox, run, sandbox_env
 from shared.workspace import hash_paths, read_manifest, sha256_file, unpack
@@ -48,6 +51,7 @@ from shared.workspace import hash_paths, read_manifest, sha256_file, unpack
 log = logging.getLogger("autosota.runner")
 
 HEARTBEAT_SECONDS = 2.0
+WITHDRAWAL_CHECK_SECONDS = 2.0  # how soon a running job notices that its campaign has ended
 PREPARE_LIMITS = Limits(wall_seconds=120, memory_bytes=None)
 
 
@@ -99,6 +103,7 @@ class Runner:
         self.slots = Slots(capacity)
         self.jobs: set[asyncio.Task[None]] = set()
         self._results: JobResults | None = None
+        self._ended: dict[str, str] = {}
 
     @property
     def ack_wait(self) -> float:
@@ -166,6 +171,11 @@ class Runner:
         if await self.results.existing(item.campaign, item.experiment_id) is not None:
             await msg.ack()  # finished by some runner already: its result is on the stream
             return
+        ended = await self._campaign_ended(item.campaign)
+        if ended is not None:
+            await self._record(withdrawn(item, self.name, ended, 0.0))
+            await msg.ack()
+            return
         self.slots.take_slot()
         job = asyncio.create_task(self._job(item, msg, delivery), name=f"{self.name}:{item.campaign}/{item.experiment_id}")
         self.jobs.add(job)
@@ -187,7 +197,7 @@ class Runner:
             self.runtime.commit(item.campaign, [JobStarted(campaign=item.campaign, experiment_id=item.experiment_id, runner=self.name, delivery=delivery)])
             beating = asyncio.create_task(self._heartbeat(item))
             try:
-                outcome = await self.execute(item, gpus)
+                outcome = await self._execute_unless_ended(item, gpus)
             finally:
                 beating.cancel()
             await self._record(outcome)
@@ -203,6 +213,40 @@ class Runner:
         finally:
             lease.cancel()
             await self.slots.give_back(gpus)
+
+    async def _execute_unless_ended(self, item: WorkItem, gpus: tuple[str, ...]) -> JobCompleted | JobFailed:
+        """Run the job, stopping it (its whole process tree) as soon as its campaign has ended."""
+        started = time.monotonic()
+        running = asyncio.create_task(self.execute(item, gpus))
+        try:
+            while True:
+                done, _ = await asyncio.wait({running}, timeout=WITHDRAWAL_CHECK_SECONDS)
+                if done:
+                    return running.result()
+                ended = await self._campaign_ended(item.campaign)
+                if ended is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await running
+                    return withdrawn(item, self.name, ended, time.monotonic() - started)
+        finally:
+            running.cancel()
+
+    async def _campaign_ended(self, campaign: str) -> str | None:
+        """Why a campaign's work is withdrawn: it has completed (read from the scheduler's own subject)."""
+        if campaign in self._ended:
+            return self._ended[campaign]
+        assert self.runtime.js is not None
+        subject = self.runtime.subjects.event("scheduler", campaign, "CampaignCompleted")
+        try:
+            raw = await self.runtime.js.get_last_msg(self.runtime.subjects.events_stream, subject)
+        except Exception:  # not ended (or the bus is away): the job goes on
+            return None
+        event = admitted_event(self.runtime.subjects, StoredMessage(raw.subject, raw.data or b"", dict(raw.headers or {}), raw.seq))
+        if not isinstance(event, CampaignCompleted):
+            return None
+        self._ended[campaign] = f"campaign {campaign} ended ({event.outcome}) before this job finished"
+        return self._ended[campaign]
 
     async def _record(self, outcome: JobCompleted | JobFailed) -> None:
         recorded, result = await self.results.record(outcome, self.runtime.clock())
