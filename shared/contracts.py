@@ -259,7 +259,7 @@ class CandidateNominated(Event):
 class CampaignCompleted(Event):
     owner: ClassVar[str] = "scheduler"
     event_type: Literal["CampaignCompleted"] = "CampaignCompleted"
-    outcome: Literal["certified", "not_improved", "failed"]
+    outcome: Literal["certified", "not_improved", "failed", "stopped"]
     reason: str
     idea_experiments: int
 

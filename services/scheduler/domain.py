@@ -549,5 +549,12 @@ def _complete(plan: _Plan, outcome: str, reason: str) -> None:
     plan.emit(CampaignCompleted(campaign=state.campaign, outcome=outcome, reason=reason, idea_experiments=state.idea_experiments()))  # type: ignore[arg-type]
 
 
+def stop(state: CampaignState, reason: str) -> list[Decision]:
+    """A person stops a running campaign: it ends now, and the runners withdraw its work."""
+    if state.started is None or state.completed:
+        return []
+    return [CampaignCompleted(campaign=state.campaign, outcome="stopped", reason=f"stopped by a person: {reason}", idea_experiments=state.idea_experiments())]
+
+
 def start(campaign: str, paper_path: str, budget: Budget, pool: str) -> CampaignStarted:
     return CampaignStarted(campaign=campaign, paper_path=paper_path, budget=budget, pool=pool)

@@ -8,7 +8,7 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.scheduler.domain import CampaignState, decide, start
+from services.scheduler.domain import CampaignState, decide, start, stop
 from shared.contracts import Budget, Event, RepoPath, WorkItem
 from shared.runtime import Context, Outgoing, Output, ServiceRuntime
 
@@ -25,6 +25,15 @@ class StartCampaign(BaseModel):
     paper_path: RepoPath
     budget: Budget = Field(default_factory=Budget)
     pool: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+
+
+class StopCampaign(BaseModel):
+    """Control request: stop a running campaign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    campaign: str = Field(pattern=r"^[A-Za-z0-9_-]{1,80}$")
+    reason: str = Field(default="no reason given", max_length=500)
 
 
 def as_outputs(runtime: ServiceRuntime[CampaignState], decisions: list[Event | WorkItem]) -> list[Output]:
@@ -60,3 +69,25 @@ def register(broker: NatsBroker, runtime: ServiceRuntime[CampaignState]) -> None
 
         outputs = await runtime.command(request.campaign, begin)
         return {"campaign": request.campaign, "accepted": True, "existing": not outputs}
+
+    @broker.subscriber(
+        runtime.subjects.control("campaign.stop"),
+        title="scheduler:campaign.stop",
+        description="Request/reply: stop a running campaign; it completes as stopped and its work is withdrawn.",
+    )
+    async def on_stop(msg: NatsMessage) -> dict[str, Any]:
+        try:
+            request = StopCampaign.model_validate_json(msg.body[:MAX_START_REQUEST_BYTES])
+        except (ValueError, ValidationError) as error:
+            return {"stopped": False, "error": f"invalid stop request: {error}"}
+
+        async def halt(state: CampaignState, ctx: Context) -> list[Output]:
+            if state.started is None:
+                return []
+            return list(stop(state, request.reason))
+
+        state = runtime.state(request.campaign)
+        if state.started is None:
+            return {"campaign": request.campaign, "stopped": False, "error": f"no campaign {request.campaign!r}"}
+        outputs = await runtime.command(request.campaign, halt)
+        return {"campaign": request.campaign, "stopped": bool(outputs), "already_ended": not outputs}

@@ -313,3 +313,13 @@ def test_a_service_failing_on_a_campaign_event_ends_the_campaign_once() -> None:
     fresh = Loop(Budget())
     [own] = on_own_failure(fresh.state, failure.model_copy(update={"service": "scheduler"}))
     assert own.outcome == "failed"  # type: ignore[attr-defined]
+
+
+def test_a_person_stops_a_running_campaign_once() -> None:
+    from services.scheduler.domain import stop
+
+    loop = Loop(Budget())
+    [completed] = stop(loop.state, "wrong dataset")
+    assert completed.outcome == "stopped" and "wrong dataset" in completed.reason  # type: ignore[attr-defined]
+    loop.feed(completed)  # type: ignore[arg-type]
+    assert stop(loop.state, "again") == []
