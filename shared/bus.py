@@ -193,6 +193,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_accepts(port: int) -> bool:
+    """True when something accepts TCP connections on the loopback port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 TOKEN_VARIABLE = "AUTOSOTA_NATS_TOKEN"
 # The server reads its token from its own environment (readable by its user only): a command-line
 # argument would show in every local user's process list.
@@ -297,7 +306,8 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
-            if asyncio.run(jetstream_ready(self.url, credentials)):
+            # a NATS probe of a port nobody listens on yet costs its whole timeout: knock first
+            if port_accepts(self.port) and asyncio.run(jetstream_ready(self.url, credentials)):
                 return
             time.sleep(0.05)
         self.stop()

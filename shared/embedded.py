@@ -18,12 +18,16 @@ from typing import IO, Any, TypeVar
 
 import nats
 
-from shared.bus import EmbeddedNats
+from shared.bus import TOKEN_VARIABLE, EmbeddedNats, new_token
 from shared.settings import server_urls
 from shared.subjects import SERVICES, Subjects
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 20
+SUPERVISE_INTERVAL = 0.2
+BUS_READY_TIMEOUT = 20.0
+# Variables that would make a service present another credential than the embedded server's token.
+FOREIGN_CREDENTIALS = ("AUTOSOTA_NATS_USER", "AUTOSOTA_NATS_PASSWORD", "AUTOSOTA_NATS_CREDS", "AUTOSOTA_NATS_NKEY_SEED")
 T = TypeVar("T")
 
 
@@ -153,7 +157,9 @@ class Stack:
     ) -> None:
         """`nats_url` may list several servers separated by commas. `instance_env` adds variables
         to one instance's environment (its own NATS credentials, say); `client_auth` are the
-        nats-py credentials of the stack's own readiness probes."""
+        nats-py credentials of the stack's own readiness probes. Without `nats_url` the stack runs
+        its own nats-server, open only to the holders of a token made for this stack, and restarts
+        it (same store, same port) when it dies, up to `max_restarts` times like any service."""
         self.data_dir = Path(data_dir).resolve()
         self.namespace = namespace
         self.subjects = Subjects(namespace)
@@ -165,6 +171,9 @@ class Stack:
         self.client_auth = dict(client_auth or {})
         self.nats: EmbeddedNats | None = None
         self._external_url = nats_url
+        self.bus_restarts = 0
+        self.bus_given_up = False  # the embedded nats-server exhausted its restarts and stays down
+        self._bus_lock = threading.Lock()  # a revival and stop() never race to launch and stop the server
         self.processes: dict[str, ServiceProcess] = {
             name: ServiceProcess(name, service_of(name), self.data_dir / "logs" / f"{name}.log")
             for name in instance_names(services, runners)
@@ -177,11 +186,13 @@ class Stack:
 
     @property
     def url(self) -> str:
+        """Where clients reach the bus; the embedded server's URL carries its token, so that
+        whoever is handed it can connect."""
         if self._external_url:
             return self._external_url
         if self.nats is None:
             raise StackError("the stack is not started")
-        return self.nats.url
+        return self.nats.url_with_token
 
     @property
     def instances(self) -> list[str]:
@@ -196,7 +207,8 @@ class Stack:
         self._stopping.clear()
         try:
             if not self._external_url:
-                self.nats = EmbeddedNats(self.data_dir)
+                self.nats = EmbeddedNats(self.data_dir, token=new_token())
+                self.bus_restarts, self.bus_given_up = 0, False
                 with quiet_nats_client():
                     off_loop(self.nats.start)
             for name in self.processes:
@@ -229,9 +241,10 @@ class Stack:
                     entry.process.wait()
             for entry in self.processes.values():
                 self._close_log(entry)
-        if self.nats is not None:
-            self.nats.stop()
-            self.nats = None
+        with self._bus_lock:
+            if self.nats is not None:
+                self.nats.stop()
+                self.nats = None
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -262,14 +275,17 @@ class Stack:
     # ------------------------------------------------------------ control of one instance
 
     def kill(self, instance: str, revive: bool = False) -> None:
-        """SIGKILL an instance, as a crash would. It stays down until restart() unless revive=True."""
+        """SIGKILL an instance, as a crash would, and return once it is gone. It stays down until
+        restart() unless revive=True, when the supervisor brings it back as after any crash."""
         with self._lock:
             entry = self.processes[instance]
             entry.held_down = not revive
             if entry.alive:
-                _signal_group(entry.process, signal.SIGKILL)  # type: ignore[arg-type]
-                if not revive:
-                    entry.process.wait()  # type: ignore[union-attr]
+                assert entry.process is not None
+                _signal_group(entry.process, signal.SIGKILL)
+                # a SIGKILLed process takes milliseconds to die: until then it would still look alive
+                # to pid(), and a second kill could hit the process this one already killed
+                entry.process.wait()
 
     def restart(self, instance: str, wait: bool = True) -> None:
         """Stop an instance gracefully if it runs, start it again, and wait until it is ready."""
@@ -291,16 +307,28 @@ class Stack:
             self.wait_ready([instance])
 
     def pid(self, instance: str) -> int | None:
-        entry = self.processes[instance]
-        return entry.process.pid if entry.alive else None  # type: ignore[union-attr]
+        # under the lock: Popen.poll() reports a dead process as running while another thread reaps it
+        with self._lock:
+            entry = self.processes[instance]
+            return entry.process.pid if entry.alive else None  # type: ignore[union-attr]
+
+    def kill_bus(self) -> None:
+        """SIGKILL the embedded nats-server, as a crash would; the supervisor restarts it."""
+        if self.nats is None:
+            raise StackError("the stack runs no nats-server of its own")
+        self.nats.kill()
 
     # ------------------------------------------------------------ processes
 
     def environment(self, instance: str) -> dict[str, str]:
         env = dict(os.environ)
+        if self.nats is not None:
+            # the token travels in the environment, readable by this user only, never in a URL a log could show
+            env.update({variable: "" for variable in FOREIGN_CREDENTIALS})
+            env[TOKEN_VARIABLE] = self.nats.token or ""
         env.update(
             {
-                "NATS_URL": self.url,
+                "NATS_URL": self.nats.url if self.nats is not None else self.url,
                 "AUTOSOTA_DATA_DIR": str(self.data_dir),
                 "AUTOSOTA_NAMESPACE": self.namespace,
                 "OMP_NUM_THREADS": "1",
@@ -330,8 +358,9 @@ class Stack:
         )
 
     def _supervise(self) -> None:
-        """Restart a service process that exits while nobody asked it to, a bounded number of times."""
-        while not self._stopping.wait(0.2):
+        """Restart the nats-server or a service process that exits while nobody asked it to, a bounded number of times."""
+        while not self._stopping.wait(SUPERVISE_INTERVAL):
+            self._revive_bus()
             with self._lock:
                 for entry in self.processes.values():
                     if entry.process is None or entry.held_down or entry.alive:
@@ -348,6 +377,36 @@ class Stack:
                     entry.log.write(f"\n[stack] {entry.instance} exited with {code}; restart {entry.restarts}/{self.max_restarts}\n".encode())
                     entry.log.flush()
                     self._spawn(entry.instance)
+
+    def _revive_bus(self) -> None:
+        """Bring a dead embedded nats-server back on its store and port, where the services'
+        clients are reconnecting; a failed start counts as a restart and is tried again later."""
+        server = self.nats
+        if server is None or server.process is None or self.bus_given_up or server.running:
+            return
+        while not self._stopping.is_set():
+            if self.bus_restarts >= self.max_restarts:
+                self.bus_given_up = True
+                self._note_bus(server, f"nats-server stays down after {self.max_restarts} restarts")
+                return
+            self.bus_restarts += 1
+            self._note_bus(server, f"nats-server exited with {server.process.returncode}; restart {self.bus_restarts}/{self.max_restarts}")
+            try:
+                with self._bus_lock:
+                    if self._stopping.is_set():
+                        return
+                    server.launch()
+                with quiet_nats_client():
+                    server.wait_ready(BUS_READY_TIMEOUT)
+                return
+            except (OSError, RuntimeError, TimeoutError) as error:
+                self._note_bus(server, f"nats-server did not come back: {error}")
+                self._stopping.wait(min(5.0, 0.25 * 2**self.bus_restarts))
+
+    @staticmethod
+    def _note_bus(server: EmbeddedNats, line: str) -> None:
+        with contextlib.suppress(OSError), open(server.log_path, "a") as log:
+            log.write(f"\n[stack] {line}\n")
 
     @staticmethod
     def _close_log(entry: ServiceProcess) -> None:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     nats_password: SecretStr = SecretStr("")
     nats_creds: Path | None = None
     nats_nkey_seed: Path | None = None
+    # the token of a server that admits clients by token (the embedded stack makes one per run)
+    nats_token: SecretStr = SecretStr("")
     # replicas of the streams and the artifact bucket when a service has to create them (3 on a cluster)
     stream_replicas: int = Field(default=1, ge=1, le=5)
     data_dir: Path = Path(".autosota")

@@ -59,6 +59,17 @@ def busy_runner(stack: Stack) -> tuple[str, int, list[int]] | None:
     return random.choice(candidates) if candidates else None
 
 
+def test_a_killed_runner_is_gone_when_kill_returns_and_comes_back_once(settings: Settings) -> None:
+    with Stack(settings.data_dir, namespace=settings.namespace, runners=1, nats_url=settings.nats_url, services=["runner"], max_restarts=5) as stack:
+        for kill in range(1, 4):
+            killed = stack.pid("runner-1")
+            stack.kill("runner-1", revive=True)
+            # a dying process still reported alive would be killed twice and restarted once
+            assert stack.pid("runner-1") != killed
+            stack.wait_ready(["runner-1"], timeout=60)
+            assert stack.restarts["runner-1"] == kill
+
+
 def test_twenty_runner_kills_mid_job_leave_exactly_one_result_per_job(settings: Settings, tmp_path: Path) -> None:
     random.seed(os.getpid())
     campaign = f"crash-{uuid.uuid4().hex[:6]}"
