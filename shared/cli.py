@@ -27,7 +27,8 @@ from typing import Any
 from pydantic import ValidationError
 from rich.console import Console
 
-from shared.contracts import Budget, CampaignCompleted, ContractError, Event, parse_event
+from shared.contracts import Budget, CampaignCompleted, Event
+from shared.history import StoredMessage, admitted_event, admitted_events, read_messages
 from shared.readmodel import CampaignSummary, progress_line, render_markdown, render_text
 from shared.subjects import SERVICES, Subjects
 
@@ -41,11 +42,13 @@ RESUBSCRIBE_DELAY = 0.5
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_STOPPED = 3
 EXIT_INTERRUPTED = 130
 
 RUN_EPILOG = """exit status: 0 when the campaign is certified or ends not improved (the baseline
 was reproduced and nothing beat it), 1 when it failed, 2 when it could not be started
-(missing paper folder, bad arguments, start refused), 130 when interrupted."""
+(missing paper folder, bad arguments, start refused), 3 when a person stopped it
+(`autosota stop`), 130 when interrupted."""
 
 
 def console(stderr: bool = False) -> Console:
@@ -96,35 +99,13 @@ async def quietly(error: Exception) -> None:
 
 
 async def read_subject(js: Any, stream: str, subject: str) -> list[bytes]:
-    """Every message on a subject filter, in stream order, as of now."""
-    from nats.js.api import DeliverPolicy
-    from nats.js.errors import NotFoundError
-
-    try:
-        info = await js.stream_info(stream, subjects_filter=subject)
-    except NotFoundError:
-        return []
-    if not sum((info.state.subjects or {}).values()):
-        return []
-    subscription = await js.subscribe(subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    bodies: list[bytes] = []
-    try:
-        while True:
-            message = await subscription.next_msg(timeout=10)
-            bodies.append(message.data)
-            if message.metadata.num_pending == 0:
-                return bodies
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+    """Every message body on a subject filter, in stream order, as of now."""
+    return [message.data for message in await read_messages(js, stream, subject)]
 
 
-def parse_bodies(bodies: list[bytes]) -> list[Event]:
-    events: list[Event] = []
-    for body in bodies:
-        with contextlib.suppress(ContractError, ValueError):
-            events.append(parse_event(json.loads(body)))
-    return events
+def admitted(subjects: Subjects, message: Any) -> Event | None:
+    """A message from the bus as the services would take it: None when forged or malformed."""
+    return admitted_event(subjects, StoredMessage(message.subject, message.data or b"", dict(message.headers or {}), 0))
 
 
 async def campaign_bodies(url: str, subjects: Subjects, campaign: str) -> list[bytes]:
@@ -136,7 +117,12 @@ async def campaign_bodies(url: str, subjects: Subjects, campaign: str) -> list[b
 
 
 async def campaign_events(url: str, subjects: Subjects, campaign: str) -> list[Event]:
-    return parse_bodies(await campaign_bodies(url, subjects, campaign))
+    """The campaign's events that its services accepted, in stream order (forgeries left out)."""
+    client = await connect_bus(url)
+    try:
+        return admitted_events(subjects, await read_messages(client.jetstream(), subjects.events_stream, subjects.events_of_campaign(campaign)))
+    finally:
+        await client.close()
 
 
 @dataclass(frozen=True)
@@ -189,8 +175,7 @@ async def _last_event(js: Any, subjects: Subjects, subject: str) -> Event | None
         raw = await js.get_last_msg(subjects.events_stream, subject)
     except NotFoundError:
         return None
-    parsed = parse_bodies([raw.data or b""])
-    return parsed[0] if parsed else None
+    return admitted(subjects, raw)
 
 
 @contextlib.contextmanager
@@ -251,6 +236,16 @@ async def request_start(url: str, subjects: Subjects, request: dict[str, Any], a
         await client.close()
 
 
+async def request_stop(url: str, subjects: Subjects, campaign: str, reason: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Ask the scheduler to stop a campaign."""
+    client = await connect_bus(url)
+    try:
+        reply = await client.request(subjects.control("campaign.stop"), json.dumps({"campaign": campaign, "reason": reason}).encode(), timeout=timeout)
+        return json.loads(reply.data)  # type: ignore[no-any-return]
+    finally:
+        await client.close()
+
+
 async def follow_campaign(
     url: str,
     subjects: Subjects,
@@ -307,7 +302,8 @@ async def follow_campaign(
             if message.metadata.sequence.stream <= delivered:
                 continue  # delivered before the consumer was made anew
             delivered = message.metadata.sequence.stream
-            for event in parse_bodies([message.data]):
+            event = admitted(subjects, message)
+            if event is not None:
                 on_event(event)
                 if isinstance(event, CampaignCompleted):
                     return
@@ -324,6 +320,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        if self.outcome == "stopped":
+            return EXIT_STOPPED
         return EXIT_FAILED if self.outcome in (None, "failed") else EXIT_OK
 
 
@@ -527,6 +525,23 @@ def command_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_stop(args: argparse.Namespace) -> int:
+    import nats.errors
+
+    from shared.settings import Settings
+
+    settings = Settings()
+    try:
+        answer = asyncio.run(request_stop(settings.nats_url, settings.subjects, args.campaign, args.reason))
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError, OSError) as error:
+        return fail(f"the scheduler at {settings.nats_url} did not answer ({type(error).__name__}): is the stack running, and NATS_URL set?")
+    if answer.get("error"):
+        return fail(str(answer["error"]))
+    said = "stopped; its work is being withdrawn" if answer.get("stopped") else "had already ended"
+    console().print(f"campaign {args.campaign} {said}", markup=False)
+    return EXIT_OK
+
+
 def command_events(args: argparse.Namespace) -> int:
     subjects = Subjects(env_namespace())
     try:
@@ -652,6 +667,11 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--data-dir")
     replay.add_argument("--verify", action="store_true", help="re-run the decisions over the recorded inputs and answers, and compare event by event")
     replay.set_defaults(handler=command_replay)
+
+    stop = commands.add_parser("stop", help="stop a running campaign (on the services at NATS_URL); its work is withdrawn")
+    stop.add_argument("campaign")
+    stop.add_argument("--reason", default="no reason given")
+    stop.set_defaults(handler=command_stop)
 
     events = commands.add_parser("events", help="a campaign's events as JSON lines, in stream order")
     events.add_argument("campaign")
