@@ -4,7 +4,8 @@ Run as a script (standard library only, so it needs no installed project):
 
     python confine.py --workspace W [--network] [--read-only REL]... -- COMMAND...
 
-It enters new mount, network and PID namespaces, makes the root file system read-only,
+It enters new mount, network and PID namespaces, makes the root file system read-only (and the
+cgroup file systems, so that the command stays in the job's cgroup the runner put it in),
 keeps the workspace writable except the listed protected paths, gives the command a private
 /dev/shm and a /tmp whose writes stay private, and runs it as PID 1 of its namespace, so every process it starts dies
 with it, and it dies with the runner that started it. `--probe` exits 0 when the platform
@@ -29,10 +30,16 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MS_RELATIME = 0x200000
+# A remount must repeat the flags a mount already has: in a user namespace they are locked.
+MOUNT_OPTION_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME}
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -92,6 +99,7 @@ def _confine_files(workspace: str, read_only: list[str]) -> None:
     _mount(workspace, workspace, None, MS_BIND | MS_REC)  # its own mount, so it stays writable
     keep = os.open(workspace, os.O_PATH | os.O_DIRECTORY)
     _mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    _cgroups_read_only()
     hidden = _private_scratch(workspace)
     if hidden:
         # The fresh tmpfs covers the workspace: bind it back in place from the descriptor kept open.
@@ -108,6 +116,21 @@ def _confine_files(workspace: str, read_only: list[str]) -> None:
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
     except ConfinementError:
         pass  # the host's /proc stays; the namespace is still private
+
+
+def _cgroups_read_only() -> None:
+    """Remount the cgroup file systems read-only, so that the command cannot simply write itself out of its job's cgroup."""
+    with open("/proc/self/mounts") as mounts:
+        entries = [line.split() for line in mounts]
+    for entry in entries:
+        if len(entry) >= 4 and entry[2] in ("cgroup", "cgroup2"):
+            kept = 0
+            for option in entry[3].split(","):
+                kept |= MOUNT_OPTION_FLAGS.get(option, 0)
+            try:
+                _mount(None, entry[1].replace("\\040", " "), None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
+            except ConfinementError:
+                pass  # refused only without privileges, where a command could not write there anyway
 
 
 def _private_scratch(workspace: str) -> bool:
