@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     stall_seconds: float = 60.0
     log_level: str = "WARNING"
     # runners: the lease on a pulled job (extended by heartbeats) and how often a job may be delivered
-    work_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    # a dead runner's job goes back to the queue this long after its last lease renewal (every third of it)
+    work_ack_wait_seconds: float = Field(default=12.0, gt=0)
     work_max_deliveries: int = Field(default=5, ge=1)
     # runners: what one runner process can run at once; it never pulls more than that
     runner_slots: int = Field(default=1, ge=1)

@@ -23,10 +23,11 @@ pytestmark = pytest.mark.nats
 def test_settings_choose_the_credentials_and_split_the_server_list(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NATS_URL", "nats://a:4222, nats://b:4222,nats://c:4222")
     monkeypatch.setenv("AUTOSOTA_NATS_USER", "scheduler")
-    monkeypatch.setenv("AUTOSOTA_NATS_PASSWORD", "s3cret")
+    monkeypatch.setenv("AUTOSOTA_NATS_PASSWORD", "s3cret-long-and-random")
     settings = Settings()
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
-    assert client_auth(settings) == {"user": "scheduler", "password": "s3cret"}
+    # replies arrive on the user's own inbox, which only that user may read
+    assert client_auth(settings) == {"user": "scheduler", "password": "s3cret-long-and-random", "inbox_prefix": "_INBOX_scheduler"}
     assert isinstance(broker_security(settings), NatsUserPassword)
     assert "s3cret" not in repr(settings), "a password must not show in logs of the settings"
     creds = tmp_path / "scheduler.creds"

@@ -14,12 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.utils import get_topic
 
 from services.resource.domain import ResourceDomain
 from shared.contracts import Budget, CampaignStarted, ResourcesPrepared
 from shared.runtime import ServiceRuntime
 from shared.settings import POSTGRES_IDENTIFIER_MAX, Settings
-from shared.store import postgres_env
+from shared.store import EMITTED_TOPIC, CampaignLedger, postgres_env
+
+OPENED_TOPIC = get_topic(CampaignLedger.Opened)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-forecaster"
 
@@ -65,7 +68,7 @@ def test_a_store_records_once_and_survives_a_restart(store_settings: Settings) -
 
 def test_postgres_is_chosen_by_settings_alone_with_a_schema_per_instance(postgres: Settings, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, namespace="", persistence="postgres")
-    runners = [ServiceRuntime("resource", settings, ResourceDomain(), instance=name) for name in ("runner-1", "runner-2")]
+    runners = [ServiceRuntime("resource", settings, ResourceDomain(), instance=name) for name in ("resource-1", "resource-2")]
     try:
         for runtime in runners:
             runtime.commit("c2", [ResourcesPrepared(campaign="c2", snapshot_sha256="ef" * 32, files={}, size_bytes=1)])
@@ -75,7 +78,7 @@ def test_postgres_is_chosen_by_settings_alone_with_a_schema_per_instance(postgre
         assert not list((tmp_path / "stores").glob("*.sqlite")), "no SQLite file when PostgreSQL is chosen"
         # each instance sees only its own ledger
         for runtime in runners:
-            assert len(runtime.store.recorder.select_notifications(start=0, limit=100)) == 2
+            assert len(runtime.store.recorder.select_notifications(start=0, limit=100, topics=[EMITTED_TOPIC, OPENED_TOPIC])) == 2  # its own ledger, not the other instance's
     finally:
         for runtime in runners:
             runtime.store.close()
