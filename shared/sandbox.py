@@ -43,8 +43,8 @@ LINE_BYTES_KEPT = 2000
 LIMIT_CHECK_SECONDS = 0.2
 KILL_GRACE_SECONDS = 2.0
 DRAIN_GRACE_SECONDS = 3.0
-# Python's, C's and C++'s words for an allocation that was refused; a CUDA OutOfMemoryError is not this.
-_REFUSED_ALLOCATION = re.compile(r"(?<![A-Za-z])MemoryError\b|Cannot allocate memory|std::bad_alloc")
+# Python's, numpy's, C's and C++'s words for an allocation that was refused; a CUDA OutOfMemoryError is not this.
+_REFUSED_ALLOCATION = re.compile(r"(?<![A-Za-z])(?:_Array)?MemoryError\b|Unable to allocate \d|Cannot allocate memory|std::bad_alloc")
 # Python's and the shells' words for a fork that RLIMIT_NPROC refused.
 _REFUSED_FORK = re.compile(r"(?<![A-Za-z])BlockingIOError\b|Cannot fork|fork: (?:retry: )?Resource temporarily unavailable")
 

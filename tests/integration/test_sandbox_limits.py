@@ -127,8 +127,9 @@ async def test_a_forking_memory_hog_is_killed_for_memory_as_one_job(tmp_path: Pa
 
 
 @pytest.mark.parametrize("cgroups", [True, False], ids=["job-limits", "per-process-rlimits"])
-async def test_an_allocation_beyond_the_limit_says_the_memory_limit_refused_it(tmp_path: Path, cgroups: bool) -> None:
-    outcome, _, _ = await run_job(tmp_path, "hog = b'x' * (30 * 2**30)\n", Limits(wall_seconds=20, memory_bytes=1024 * MIB), False, cgroups)
+@pytest.mark.parametrize("allocation", ["hog = b'x' * (30 * 2**30)", "import numpy\nhog = numpy.ones(30 * 2**27)"], ids=["python", "numpy"])
+async def test_a_30_gib_allocation_says_the_memory_limit_refused_it(tmp_path: Path, cgroups: bool, allocation: str) -> None:
+    outcome, _, _ = await run_job(tmp_path, allocation + "\n", Limits(wall_seconds=20, memory_bytes=1024 * MIB), False, cgroups)
     assert outcome.killed_for == "memory" and not outcome.ok
     last = outcome.output_tail.splitlines()[-1]
     assert "out of memory" in last and "1 GiB" in last and MEMORY_SETTING in last
