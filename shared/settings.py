@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     runner_gpus: int = Field(default=0, ge=0)
     runner_gpu_type: str = ""
     runner_memory_bytes: int = Field(default=4 * 1024**3, ge=0, description="per job; 0: no limit")
-    runner_job_cpus: float = Field(default=0.0, ge=0, description="CPU cores per job in a container; 0: no limit")
+    runner_job_cpus: float = Field(default=0.0, ge=0, description="CPU cores per job (a container's, or the job's cgroup); 0: no limit")
+    runner_job_processes: int = Field(default=512, ge=8, description="processes and threads per job, its whole tree")
     # sandboxes: "local" (confined where the platform allows) or "docker" (Docker Engine API, or Podman's socket)
     sandbox_backend: Literal["local", "docker"] = "local"
     sandbox_confine: bool = True

@@ -292,7 +292,7 @@ class Runner:
             env = {"AUTOSOTA_PARAMS": str(view / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(view.parent)}
             factor = manifest.timeout_factor if manifest else 1.0
             memory = self.runtime.settings.runner_memory_bytes or None
-            limits = Limits(wall_seconds=item.timeout_seconds * factor, memory_bytes=memory, cpus=self.capacity.job_cpus or None, gpu_devices=gpus)
+            limits = Limits(wall_seconds=item.timeout_seconds * factor, memory_bytes=memory, cpus=self.capacity.job_cpus or None, gpu_devices=gpus, processes=self.runtime.settings.runner_job_processes)
             isolation = Isolation(network=False, read_only=tuple(item.protected_paths))
             environment_bin = self._environment_bin(item)
             sink = self._log_sink(item)
@@ -417,6 +417,11 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
 def _why(outcome) -> str:  # type: ignore[no-untyped-def]
     if outcome.timed_out:
         return "time limit exceeded"
+    killed_for = getattr(outcome, "killed_for", None)
+    if killed_for == "memory":
+        return f"out of memory: killed at the job's memory limit ({outcome.limits_applied}; AUTOSOTA_RUNNER_MEMORY_BYTES sets it)"
+    if killed_for == "processes":
+        return f"too many processes: killed at the job's process limit ({outcome.limits_applied}; AUTOSOTA_RUNNER_JOB_PROCESSES sets it)"
     return f"exited with code {outcome.exit_code}"
 
 
