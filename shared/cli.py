@@ -286,7 +286,7 @@ async def follow_campaign(
                         ordered_consumer=True,
                         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=delivered + 1),
                     )
-                except (nats.errors.Error, TimeoutError):
+                except (nats.errors.Error, TimeoutError, ConnectionError):
                     if not wait_for_bus:
                         raise
                     if check:
@@ -308,7 +308,9 @@ async def follow_campaign(
                 if isinstance(event, CampaignCompleted):
                     return
     finally:
-        await client.close()
+        # closing flushes to a server that may be gone: that must not hide why the following ended
+        with contextlib.suppress(ConnectionError):
+            await client.close()
 
 
 @dataclass(frozen=True)
