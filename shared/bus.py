@@ -92,9 +92,22 @@ def _url_user(url: str | list[str] | None) -> str:
     from urllib.parse import urlsplit
 
     for one in (server_urls(url) if isinstance(url, str) else url or []):
-        if urlsplit(one).username:
-            return urlsplit(one).username or ""
+        parts = urlsplit(one)
+        if parts.username and parts.password is not None:  # a user alone is a token, not a user name
+            return parts.username
     return ""
+
+
+def without_credentials(url: str) -> str:
+    """A server list fit to show a person: user names, passwords and tokens taken out."""
+    from urllib.parse import urlsplit
+
+    shown = []
+    for one in server_urls(url):
+        parts = urlsplit(one)
+        host = parts.hostname or ""
+        shown.append(parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl() if host else one)
+    return ",".join(shown)
 
 
 # Passwords that shipped as examples somewhere or are guessed first: a deployment must never run on them.

@@ -482,7 +482,9 @@ def command_health(args: argparse.Namespace) -> int:
     if asyncio.run(instance_ready(settings.nats_url, settings.subjects, args.instance, args.timeout)):
         console().print(f"{args.instance} ready", markup=False)
         return EXIT_OK
-    return fail(f"{args.instance} is not ready (no ready answer within {args.timeout} s from {settings.nats_url})")
+    from shared.bus import without_credentials
+
+    return fail(f"{args.instance} is not ready (no ready answer within {args.timeout} s from {without_credentials(settings.nats_url)})")
 
 
 # ---------------------------------------------------------------- the recorded history
@@ -536,7 +538,9 @@ def command_stop(args: argparse.Namespace) -> int:
     try:
         answer = asyncio.run(request_stop(settings.nats_url, settings.subjects, args.campaign, args.reason))
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError, OSError) as error:
-        return fail(f"the scheduler at {settings.nats_url} did not answer ({type(error).__name__}): is the stack running, and NATS_URL set?")
+        from shared.bus import without_credentials
+
+        return fail(f"the scheduler at {without_credentials(settings.nats_url)} did not answer ({type(error).__name__}): is the stack running, and NATS_URL set?")
     if answer.get("error"):
         return fail(str(answer["error"]))
     said = "stopped; its work is being withdrawn" if answer.get("stopped") else "had already ended"

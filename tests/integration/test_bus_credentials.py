@@ -63,3 +63,11 @@ async def test_a_service_connects_with_an_nkey_and_is_refused_without_it(tmp_pat
             await asyncio.wait_for(nats.connect(server.url, max_reconnect_attempts=1, allow_reconnect=False), 5)
     finally:
         server.stop()
+
+
+def test_credentials_in_a_server_url_are_never_shown_and_a_token_is_no_user_name() -> None:
+    from shared.bus import inbox_prefix, without_credentials
+
+    assert without_credentials("nats://t0ken@127.0.0.1:4222, nats://cli:pw@h:5") == "nats://127.0.0.1:4222,nats://h:5"
+    assert inbox_prefix(Settings(), "nats://t0ken@127.0.0.1:4222") == "_INBOX"
+    assert inbox_prefix(Settings(), "nats://cli:pw@127.0.0.1:4222") == "_INBOX_cli"
