@@ -105,7 +105,7 @@ async def read_subject(js: Any, stream: str, subject: str) -> list[bytes]:
 
 def admitted(subjects: Subjects, message: Any) -> Event | None:
     """A message from the bus as the services would take it: None when forged or malformed."""
-    return admitted_event(subjects, StoredMessage(message.subject, message.data or b"", dict(message.headers or {}), 0))
+    return admitted_event(subjects, StoredMessage.of(message))
 
 
 async def campaign_bodies(url: str, subjects: Subjects, campaign: str) -> list[bytes]:

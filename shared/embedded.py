@@ -20,7 +20,7 @@ import nats
 
 from shared.bus import TOKEN_VARIABLE, EmbeddedNats, new_token
 from shared.settings import server_urls
-from shared.subjects import SERVICES, Subjects
+from shared.subjects import SERVICES, Subjects, service_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOG_TAIL_LINES = 20
@@ -61,10 +61,6 @@ def instance_names(services: Iterable[str], runners: int) -> list[str]:
         else:
             names.append(service)
     return names
-
-
-def service_of(instance: str) -> str:
-    return "runner" if instance.startswith("runner-") else instance
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -18,7 +18,11 @@ class StoredMessage:
     subject: str
     data: bytes
     headers: dict[str, str]
-    sequence: int
+
+    @classmethod
+    def of(cls, message: Any) -> StoredMessage:
+        """A message as nats-py hands it, delivered or read back from the stream."""
+        return cls(message.subject, message.data or b"", dict(message.headers or {}))
 
 
 async def read_messages(js: Any, stream: str, subject: str) -> list[StoredMessage]:
@@ -37,7 +41,7 @@ async def read_messages(js: Any, stream: str, subject: str) -> list[StoredMessag
     try:
         while True:
             message = await subscription.next_msg(timeout=10)
-            found.append(StoredMessage(message.subject, message.data or b"", dict(message.headers or {}), message.metadata.sequence.stream))
+            found.append(StoredMessage.of(message))
             if message.metadata.num_pending == 0:
                 return found
     finally:

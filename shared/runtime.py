@@ -47,7 +47,7 @@ from shared.contracts import (
 )
 from shared.settings import Settings
 from shared.store import EMITTED_TOPIC, CampaignLedger, ServiceStore, postgres_env, sqlite_env
-from shared.subjects import is_instance_of
+from shared.subjects import TOKEN, is_instance_of
 
 log = logging.getLogger("autosota")
 
@@ -225,7 +225,7 @@ class ServiceRuntime(Generic[State]):
             if self.store.recorder.has_tracking_id(tracking.application_name, tracking.notification_id):
                 await msg.ack()
                 return
-            keepalive = asyncio.create_task(_keep_in_progress(msg, EVENT_KEEPALIVE))
+            keepalive = asyncio.create_task(_keep_in_progress(msg))
             try:
                 await self._handle(raw.subject, raw.data or b"", dict(raw.headers or {}), react, tracking, metadata.num_delivered)
             except _Redeliver:
@@ -271,22 +271,23 @@ class ServiceRuntime(Generic[State]):
 
     def _fail(self, event: Event, subject: str, body: bytes, reason: str, tracking: Tracking | None) -> None:
         """A handler failed on a campaign's event: a dead letter and a failure event of that campaign."""
-        failure = ServiceFailed(campaign=event.campaign, service=self.service, stage="handling", failed_event_type=event.event_type, subject=subject[:300], reason=reason[:2000])
         rejection = MessageRejected(campaign=event.campaign, subject=subject[:300], reason=reason[:2000], excerpt=excerpt(body), stream_sequence=tracking.notification_id if tracking else None)
         try:
-            self.commit(event.campaign, [rejection, failure, *self._failure_outputs(event.campaign, failure)], tracking=tracking, cause=event)
+            self.commit(event.campaign, [rejection, *self._failure(event.campaign, "handling", event.event_type, subject, reason)], tracking=tracking, cause=event)
         except Exception:
             log.exception("%s could not record its failure on %s", self.instance, event.event_type)
             self._reject(subject, body, reason, tracking, event.campaign)
 
-    def _failure_outputs(self, campaign: str, failure: ServiceFailed) -> list[Output]:
+    def _failure(self, campaign: str, stage: str, failed_event_type: str, subject: str, reason: str) -> list[Output]:
+        """A failure of this service on a campaign, and what the service itself does about it."""
+        failure = ServiceFailed(campaign=campaign, service=self.service, stage=stage, failed_event_type=failed_event_type[:80], subject=subject[:300], reason=reason[:2000])  # type: ignore[arg-type]
         if self.on_failure is None:
-            return []
+            return [failure]
         try:
-            return self.on_failure(copy.deepcopy(self.state(campaign)), failure)
+            return [failure, *self.on_failure(copy.deepcopy(self.state(campaign)), failure)]
         except Exception:
             log.exception("%s: its failure hook failed too", self.instance)
-            return []
+            return [failure]
 
     def _reject(self, subject: str, body: bytes, reason: str, tracking: Tracking | None, campaign: str = UNKNOWN_CAMPAIGN) -> None:
         """A dead letter, always recordable: a valid campaign key, the raw subject, a bounded excerpt."""
@@ -384,8 +385,7 @@ class ServiceRuntime(Generic[State]):
                 continue
             reason = f"{name} of {size} bytes is over the {MAX_EVENT_BYTES}-byte event limit and was not published"
             log.error("%s: %s", self.instance, reason)
-            failure = ServiceFailed(campaign=campaign, service=self.service, stage="publishing", failed_event_type=name, subject=subject[:300], reason=reason)
-            kept += [failure, *self._failure_outputs(campaign, failure)]
+            kept += self._failure(campaign, "publishing", name, subject, reason)
         return kept
 
     def _stamp(self, event: Event, ledger: CampaignLedger, cause: Event | None) -> Event:
@@ -446,12 +446,11 @@ class ServiceRuntime(Generic[State]):
         if attempts < 3:
             return False
         campaign = message.get("campaign") if isinstance(message, dict) else None
-        campaign = campaign if isinstance(campaign, str) and self.subjects.parse_event_subject(self.subjects.event("x", campaign, "x")) else UNKNOWN_CAMPAIGN
+        campaign = campaign if isinstance(campaign, str) and TOKEN.match(campaign) else UNKNOWN_CAMPAIGN
         kind = message.get("event_type", "work item") if isinstance(message, dict) else "message"
         reason = f"the bus refused {kind} on {subject[:200]} {attempts} times: {error!r}"
         log.error("%s: %s", self.instance, reason)
-        failure = ServiceFailed(campaign=campaign, service=self.service, stage="publishing", failed_event_type=str(kind)[:80], subject=subject[:300], reason=reason[:2000])
-        self.commit(campaign, [failure, *self._failure_outputs(campaign, failure)])
+        self.commit(campaign, self._failure(campaign, "publishing", str(kind), subject, reason))
         del self._unpublishable[notification_id]
         return True
 

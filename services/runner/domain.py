@@ -205,26 +205,9 @@ WITHDRAWN_SIGNATURE = "withdrawn: the campaign ended"
 
 def withdrawn(item: WorkItem, runner: str, why: str, seconds: float) -> JobFailed:
     """The recorded end of a job whose campaign ended before it did: queued work is dropped, running work stopped."""
-    return JobFailed(
-        campaign=item.campaign,
-        experiment_id=item.experiment_id,
-        purpose=item.purpose,
-        runner=runner,
-        stage="withdrawn",
-        reason=why,
-        signature=WITHDRAWN_SIGNATURE,
-        duration_seconds=seconds,
-    )
+    return failed(item, runner, "withdrawn", why, WITHDRAWN_SIGNATURE, None, "", seconds)
 
 
 def dead_letter(item: WorkItem, runner: str, deliveries: int, why: str) -> JobFailed:
     """The recorded failure of a job no runner finished within its deliveries."""
-    return JobFailed(
-        campaign=item.campaign,
-        experiment_id=item.experiment_id,
-        purpose=item.purpose,
-        runner=runner,
-        stage="dead_letter",
-        reason=f"{why} (delivered {deliveries} times)",
-        signature=DEAD_LETTER_SIGNATURE,
-    )
+    return failed(item, runner, "dead_letter", f"{why} (delivered {deliveries} times)", DEAD_LETTER_SIGNATURE, None, "", 0.0)

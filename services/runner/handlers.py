@@ -242,7 +242,7 @@ class Runner:
             raw = await self.runtime.js.get_last_msg(self.runtime.subjects.events_stream, subject)
         except Exception:  # not ended (or the bus is away): the job goes on
             return None
-        event = admitted_event(self.runtime.subjects, StoredMessage(raw.subject, raw.data or b"", dict(raw.headers or {}), raw.seq))
+        event = admitted_event(self.runtime.subjects, StoredMessage.of(raw))
         if not isinstance(event, CampaignCompleted):
             return None
         self._ended[campaign] = f"campaign {campaign} ended ({event.outcome}) before this job finished"

@@ -3,17 +3,21 @@ per-service users with their passwords, and the server log's record of refused a
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.bus import EmbeddedNats, free_port
+import nats
+
+from shared.bus import EmbeddedNats, ensure_topology, free_port
 from shared.embedded import service_of
-from shared.subjects import SERVICES
+from shared.subjects import SERVICES, Subjects
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 USERS = (*SERVICES, "cli", "admin", "sys")
@@ -60,6 +64,34 @@ def secured_server(data_dir: Path, passwords: dict[str, str]) -> EmbeddedNats:
     server = EmbeddedNats(data_dir, config=DEPLOY / "nats" / "nats-server.conf", env=server_env(passwords), extra_args=["-m", str(free_port())])
     server.start(auth=auth("admin", passwords))
     return server
+
+
+@dataclass
+class Secured:
+    server: EmbeddedNats
+    passwords: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def url_of(self, user: str) -> str:
+        return self.url.replace("nats://", f"nats://{user}:{self.passwords[user]}@")
+
+
+def secured_deployment(data_dir: Path) -> Iterator[Secured]:
+    """A secured server with its streams declared (by the operators' user), for a module's tests."""
+    passwords = new_passwords()
+    server = secured_server(data_dir, passwords)
+
+    async def declare() -> None:
+        client = await nats.connect(server.url, **auth("admin", passwords))
+        await ensure_topology(client.jetstream(), Subjects())  # the permissions are written for no namespace
+        await client.close()
+
+    asyncio.run(declare())
+    yield Secured(server, passwords)
+    server.stop()
 
 
 class LoopbackCluster:

@@ -19,14 +19,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from shared.bus import ensure_topology
 from shared.cli import request_start
 from shared.contracts import Budget, CampaignStarted, Event, JobStarted, SotaCertified
 from shared.embedded import Stack, instance_names
 from shared.history import StoredMessage, admitted_events, read_messages
 from shared.subjects import SERVICES, Subjects
-from tests.integration.secured_bus import auth, new_passwords, secured_server, service_credentials, violations
-from tests.integration.test_nats_permissions import Secured, connected
+from tests.integration.secured_bus import Secured, auth, secured_deployment, service_credentials, violations
+from tests.integration.test_nats_permissions import connected
 
 pytestmark = pytest.mark.nats
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-forecaster"
@@ -37,17 +36,7 @@ USERS = [*SERVICES, "cli"]
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    passwords = new_passwords()
-    server = secured_server(tmp_path_factory.mktemp("attacked-nats"), passwords)
-
-    async def declare() -> None:
-        client = await nats.connect(server.url, **auth("admin", passwords))
-        await ensure_topology(client.jetstream(), SUBJECTS)
-        await client.close()
-
-    asyncio.run(declare())
-    yield Secured(server, passwords)
-    server.stop()
+    yield from secured_deployment(tmp_path_factory.mktemp("attacked-nats"))
 
 
 # ---------------------------------------------------------------- the permission matrix

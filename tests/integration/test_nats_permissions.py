@@ -21,45 +21,22 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from shared.bus import Artifacts, EmbeddedNats, ensure_topology
+from shared.bus import Artifacts
 from shared.cli import campaign_events, request_start
 from shared.contracts import Budget
 from shared.embedded import Stack, instance_names
 from shared.subjects import SERVICES, Subjects
 from tests.e2e.test_campaigns import assert_exactly_once
-from tests.integration.secured_bus import auth, new_passwords, secured_server, service_credentials, violations
+from tests.integration.secured_bus import Secured, auth, secured_deployment, service_credentials, violations
 
 pytestmark = pytest.mark.nats
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-forecaster"
 SUBJECTS = Subjects()  # the permissions are written for the deployment's subjects (no namespace)
 
 
-@dataclass
-class Secured:
-    server: EmbeddedNats
-    passwords: dict[str, str]
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def url_of(self, user: str) -> str:
-        return self.url.replace("nats://", f"nats://{user}:{self.passwords[user]}@")
-
-
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    passwords = new_passwords()
-    server = secured_server(tmp_path_factory.mktemp("secured-nats"), passwords)
-
-    async def declare() -> None:
-        client = await nats.connect(server.url, **auth("admin", passwords))
-        await ensure_topology(client.jetstream(), SUBJECTS)
-        await client.close()
-
-    asyncio.run(declare())
-    yield Secured(server, passwords)
-    server.stop()
+    yield from secured_deployment(tmp_path_factory.mktemp("secured-nats"))
 
 
 @dataclass
