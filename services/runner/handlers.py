@@ -299,11 +299,11 @@ class Runner:
             trained = await self.sandbox.run(item.train_command, workspace, environment_bin, env, limits, isolation, sink)
             spent += trained.duration_seconds
             if not trained.ok:
-                return failed(item, self.name, "train", _why(trained), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
+                return failed(item, self.name, "train", _why(trained, limits), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
             evaluated = await self.sandbox.run(item.evaluate_command, workspace, environment_bin, env, limits, isolation, sink)
             spent += evaluated.duration_seconds
             if not evaluated.ok:
-                return failed(item, self.name, "evaluate", _why(evaluated), failure_signature(evaluated.output_tail), evaluated.exit_code, evaluated.output_tail, spent)
+                return failed(item, self.name, "evaluate", _why(evaluated, limits), failure_signature(evaluated.output_tail), evaluated.exit_code, evaluated.output_tail, spent)
             try:
                 metrics = parse_metrics(evaluated.output_tail)
             except MetricsError as error:
@@ -414,9 +414,9 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
     return sha256_file(target)
 
 
-def _why(outcome) -> str:  # type: ignore[no-untyped-def]
+def _why(outcome, limits: Limits) -> str:  # type: ignore[no-untyped-def]
     if outcome.timed_out:
-        return "time limit exceeded"
+        return f"time limit exceeded: killed after {limits.wall_seconds:g} s (timeout_seconds in the task card sets it)"
     killed_for = getattr(outcome, "killed_for", None)
     if killed_for == "memory":
         return f"out of memory: killed at the job's memory limit ({outcome.limits_applied}; AUTOSOTA_RUNNER_MEMORY_BYTES sets it)"
