@@ -522,10 +522,22 @@ def _maybe_wind_down(plan: _Plan) -> None:
         )
         return
     tried = len(state.nominated)
-    reason = (
-        f"no candidate survived certification ({tried} tried)" if tried else "no idea beat the reproduced baseline"
-    )
-    _complete(plan, "not_improved", reason)
+    verdict = f"no candidate survived certification ({tried} tried)" if tried else "no idea beat the reproduced baseline"
+    _complete(plan, "not_improved", f"{verdict}; {why_the_search_ended(state)}")
+
+
+def why_the_search_ended(state: CampaignState) -> str:
+    """The reason a person reads first: which budget or limit ended the search."""
+    ran = f"{state.idea_experiments()} idea experiment(s) ran"
+    if state.wall_clock_exhausted:
+        return f"the wall-clock budget ({state.budget.wall_clock_seconds:g} s) ran out; {ran}"
+    if state.search_stopped:
+        return f"the monitor stopped the search; {ran}"
+    if state.idea_experiments() >= state.budget.max_experiments:
+        return f"the experiment budget was spent ({ran} of {state.budget.max_experiments})"
+    if state.out_of_ideas:
+        return f"the ideas ran out; {ran}"
+    return ran
 
 
 def next_candidate(state: CampaignState) -> tuple[str, Experiment] | None:
