@@ -43,12 +43,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
+EXIT_NOT_REPRODUCED = 4
 EXIT_INTERRUPTED = 130
 
 RUN_EPILOG = """exit status: 0 when the campaign is certified or ends not improved (the baseline
 was reproduced and nothing beat it), 1 when it failed, 2 when it could not be started
 (missing paper folder, bad arguments, start refused), 3 when a person stopped it
-(`autosota stop`), 130 when interrupted."""
+(`autosota stop`), 4 when the paper's code did not reproduce the paper's number within the
+tolerance (`[objective] reproduction_tolerance`; by default the larger of 2 % of the reported
+value and three seed standard deviations), and with --continue-unreproduced when the search then
+ran against the measured baseline, 130 when interrupted."""
 
 
 def console(stderr: bool = False) -> Console:
@@ -319,11 +323,14 @@ class RunResult:
     outcome: str | None
     text: str
     report_path: Path
+    reproduced: bool | None = None
 
     @property
     def exit_code(self) -> int:
         if self.outcome == "stopped":
             return EXIT_STOPPED
+        if self.outcome == "not_reproduced" or (self.outcome != "failed" and self.reproduced is False):
+            return EXIT_NOT_REPRODUCED
         return EXIT_FAILED if self.outcome in (None, "failed") else EXIT_OK
 
 
@@ -333,7 +340,7 @@ def finish_campaign(events: list[Event], campaign: str, data_dir: Path) -> RunRe
     report_path = data_dir / "reports" / f"{campaign}.md"
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(render_markdown(summary, events))
-    return RunResult(campaign, summary.outcome, render_text(summary), report_path)
+    return RunResult(campaign, summary.outcome, render_text(summary), report_path, summary.reproduced)
 
 
 async def run_campaign(
@@ -375,7 +382,7 @@ def command_run(args: argparse.Namespace) -> int:
         return fail(f"invalid settings: {error.errors(include_url=False)}", EXIT_USAGE)
     data_dir = env_data_dir(args.data_dir)
     subjects = Subjects(namespace)
-    request = {"campaign": campaign, "paper_path": str(paper_dir.resolve()), "budget": budget.model_dump(), "pool": "cpu"}
+    request = {"campaign": campaign, "paper_path": str(paper_dir.resolve()), "budget": budget.model_dump(), "pool": "cpu", "continue_unreproduced": args.continue_unreproduced}
     out = console()
     url = os.environ.get("NATS_URL")
     stack = None
@@ -417,6 +424,8 @@ def resume_command(args: argparse.Namespace, paper_dir: Path, campaign: str, dat
             words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if args.runners != RUN_DEFAULT_RUNNERS:
         words += ["--runners", str(args.runners)]
+    if args.continue_unreproduced:
+        words.append("--continue-unreproduced")
     return shlex.join(words)
 
 
@@ -649,6 +658,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("paper_dir", help="folder with the paper's code, data and autosota.toml")
     run.add_argument("--budget-experiments", type=int, help="idea experiments to run (default %d)" % Budget().max_experiments)
     run.add_argument("--budget-seconds", type=float, help="wall-clock budget (default %g)" % Budget().wall_clock_seconds)
+    run.add_argument("--continue-unreproduced", action="store_true", help="search on when the baseline does not reproduce the paper's number; every claim is then made against the measured baseline")
     run.add_argument("--parallelism", type=int, help="experiments in flight at once (default %d)" % Budget().parallelism)
     run.add_argument("--runners", type=int, default=RUN_DEFAULT_RUNNERS, help="runner processes of the embedded stack (default %d)" % RUN_DEFAULT_RUNNERS)
     run.add_argument("--data-dir", help="state of the embedded stack and reports (default $AUTOSOTA_DATA_DIR or .autosota)")

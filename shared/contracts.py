@@ -14,6 +14,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from shared.metrics import MetricSource
+
 SCHEMA_VERSION = 1
 
 # Bounds on what a card or a request may carry: every event must fit in one bus message, whatever
@@ -128,6 +130,8 @@ class Objective(BaseModel):
     search_space: dict[ShortText, ParameterSpec] = Field(default_factory=dict, max_length=200)
     test_labels: LabelColumn | None = None
     rules: ObjectiveRules | None = None
+    metrics: MetricSource | None = Field(default=None, description="where the evaluation leaves its metrics; default: the last JSON line it prints")
+    reproduction_tolerance: float | None = Field(default=None, ge=0, description="the largest gap between the reported value and the measured mean still counted as reproduced; default: the larger of 2 % of the reported value and three seed standard deviations")
 
     @property
     def metric_names(self) -> list[str]:
@@ -191,6 +195,7 @@ class WorkItem(BaseModel):
     canary: LabelCanary | None = None
     gpus: int = Field(default=0, ge=0, description="accelerators the job needs; a runner with fewer never runs it")
     gpu_type: str | None = Field(default=None, description="the accelerator model the job needs, when it matters")
+    metrics: MetricSource | None = Field(default=None, description="where the evaluation leaves its metrics")
 
 
 # ---------------------------------------------------------------- scheduler
@@ -202,6 +207,7 @@ class CampaignStarted(Event):
     paper_path: RepoPath
     budget: Budget
     pool: str = "cpu"
+    continue_unreproduced: bool = Field(default=False, description="search on when the baseline does not reproduce the paper's number")
 
 
 class ExperimentDispatched(Event):
@@ -225,6 +231,8 @@ class BaselineReproduced(Event):
     std: float
     reported_value: float
     gap_to_reported: float = Field(description="measured mean minus reported value")
+    reproduced: bool = Field(default=True, description="the reported value lies within the tolerance of the measured mean")
+    tolerance: float = Field(default=0.0, ge=0, description="the largest gap still counted as reproduced, in the metric's units")
 
 
 class IdeasRequested(Event):
@@ -259,7 +267,7 @@ class CandidateNominated(Event):
 class CampaignCompleted(Event):
     owner: ClassVar[str] = "scheduler"
     event_type: Literal["CampaignCompleted"] = "CampaignCompleted"
-    outcome: Literal["certified", "not_improved", "failed", "stopped"]
+    outcome: Literal["certified", "not_improved", "not_reproduced", "failed", "stopped"]
     reason: str
     idea_experiments: int
 

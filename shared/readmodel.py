@@ -78,6 +78,8 @@ class BaselineSummary:
     n: int
     reported_value: float
     gap: float
+    reproduced: bool = True
+    tolerance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,11 @@ class CampaignSummary:
     dropped_ideas: list[Rejection] = field(default_factory=list)
     loop_decisions: list[str] = field(default_factory=list)
 
+    @property
+    def reproduced(self) -> bool | None:
+        """Whether the measured baseline reproduced the paper's number; None before it was measured."""
+        return None if self.baseline is None else self.baseline.reproduced
+
     @classmethod
     def from_events(cls, events: list[Event], campaign: str | None = None) -> CampaignSummary:
         """Fold a campaign's events, in stream order, into its summary; repeats are counted once.
@@ -168,7 +175,7 @@ class CampaignSummary:
             self.direction = objective.direction
             self.reported_value = objective.reported_value
         elif isinstance(event, BaselineReproduced):
-            self.baseline = BaselineSummary(event.metric, event.mean, event.std, len(event.values), event.reported_value, event.gap_to_reported)
+            self.baseline = BaselineSummary(event.metric, event.mean, event.std, len(event.values), event.reported_value, event.gap_to_reported, event.reproduced, event.tolerance)
         elif isinstance(event, ExperimentDispatched):
             self.experiments[event.purpose].dispatched += 1
         elif isinstance(event, VerificationDispatched):
@@ -384,9 +391,10 @@ def render_text(summary: CampaignSummary) -> str:
         lines.append(f"Objective     {summary.primary_metric} ({summary.direction}), reported {number(summary.reported_value)}")
     if summary.baseline is not None:
         b = summary.baseline
-        lines.append(f"Baseline      {number(b.mean)} ± {number(b.std)} over {b.n} seeds, gap to reported {signed(b.gap)}")
+        verdict = "" if b.reproduced else f": NOT REPRODUCED, beyond the tolerance of {number(b.tolerance)}"
+        lines.append(f"Baseline      {number(b.mean)} ± {number(b.std)} over {b.n} seeds, gap to reported {signed(b.gap)}{verdict}")
     else:
-        lines.append("Baseline      not reproduced")
+        lines.append("Baseline      not measured")
     lines.append(f"Experiments   {'purpose':<13}{'dispatched':>11}{'validated':>10}{'rejected':>9}{'failed':>7}  rejection rules")
     for purpose in PURPOSES:
         c = summary.experiments[purpose]
@@ -463,7 +471,10 @@ def cell(text: str) -> str:
 
 def render_markdown(summary: CampaignSummary, events: list[Event]) -> str:
     """The campaign report: the summary, every rejection with its evidence, and the audit timeline."""
-    out = [f"# AutoSOTA campaign {summary.campaign}", ""]
+    heading = f"# AutoSOTA campaign {summary.campaign}"
+    if summary.reproduced is False:
+        heading += f": not reproduced (the paper's {summary.primary_metric} was not reproduced; every claim below is against the measured baseline)"
+    out = [heading, ""]
     out += ["## Summary", "", "```text", render_text(summary).rstrip("\n"), "```", ""]
     if summary.best:
         out += ["## Best-so-far lineage", "", "| idea | experiment | value | previous | params |", "|---|---|---|---|---|"]

@@ -54,10 +54,6 @@ log = logging.getLogger("autosota")
 State = TypeVar("State")
 
 OUTBOX_TRACKING = "outbox"
-# An agent's lease on the message it handles, renewed while it works: a killed agent's message is
-# redelivered within a few seconds, a live one keeps it however long its reaction takes.
-EVENT_ACK_WAIT = 6.0
-EVENT_KEEPALIVE = 2.0
 # A failure of the bus itself (a restart, a lost connection) is retried this many deliveries before
 # it counts as the handler's failure.
 TRANSIENT_DELIVERIES = 8
@@ -225,7 +221,7 @@ class ServiceRuntime(Generic[State]):
             if self.store.recorder.has_tracking_id(tracking.application_name, tracking.notification_id):
                 await msg.ack()
                 return
-            keepalive = asyncio.create_task(_keep_in_progress(msg))
+            keepalive = asyncio.create_task(_keep_in_progress(msg, self.settings.event_ack_wait_seconds / 3))
             try:
                 await self._handle(raw.subject, raw.data or b"", dict(raw.headers or {}), react, tracking, metadata.num_delivered)
             except _Redeliver:
@@ -467,7 +463,7 @@ class ServiceRuntime(Generic[State]):
             durable=self.instance,
             inbox_prefix=self.pull_inbox_prefix,
             pull_sub=PullSub(batch_size=1, timeout=1.0),
-            config=ConsumerConfig(max_ack_pending=1, ack_wait=EVENT_ACK_WAIT),
+            config=ConsumerConfig(max_ack_pending=1, ack_wait=self.settings.event_ack_wait_seconds),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.MANUAL,
             title=f"{self.service}:events",
@@ -506,7 +502,7 @@ class ServiceRuntime(Generic[State]):
             filter_subject=self.subjects.all_events,
             ack_policy=js_api.AckPolicy.EXPLICIT,
             max_ack_pending=1,
-            ack_wait=EVENT_ACK_WAIT,
+            ack_wait=self.settings.event_ack_wait_seconds,
             **start,  # type: ignore[arg-type]
         )
 
@@ -533,8 +529,9 @@ class ServiceRuntime(Generic[State]):
             )
 
 
-async def _keep_in_progress(msg: NatsMessage, every: float = EVENT_KEEPALIVE) -> None:
-    """Extend the ack deadline while a long reaction runs, so the message is not redelivered."""
+async def _keep_in_progress(msg: NatsMessage, every: float) -> None:
+    """Extend the ack deadline while a long reaction runs: a live agent keeps its message however
+    long its reaction takes, and a killed one's is redelivered within seconds."""
     with contextlib.suppress(asyncio.CancelledError):
         while True:
             await asyncio.sleep(every)

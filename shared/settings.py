@@ -46,9 +46,12 @@ class Settings(BaseSettings):
     runner_name: str = "runner-1"
     stall_seconds: float = 60.0
     log_level: str = "WARNING"
+    # agents: the lease on the event a service handles, renewed every third of it while it works, so
+    # that a killed agent's message is redelivered this long after its last renewal
+    event_ack_wait_seconds: float = Field(default=6.0, gt=0)
     # runners: the lease on a pulled job (extended by heartbeats) and how often a job may be delivered
     # a dead runner's job goes back to the queue this long after its last lease renewal (every third of it)
-    work_ack_wait_seconds: float = Field(default=12.0, gt=0)
+    work_ack_wait_seconds: float = Field(default=6.0, gt=0)
     work_max_deliveries: int = Field(default=5, ge=1)
     # runners: what one runner process can run at once; it never pulls more than that
     runner_slots: int = Field(default=1, ge=1)

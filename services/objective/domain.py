@@ -153,6 +153,8 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
             search_space={name: ParameterSpec.model_validate(spec) for name, spec in card.get("search_space", {}).items()},
             test_labels=goal.get("test_labels"),
             rules=goal.get("rules"),
+            reproduction_tolerance=goal.get("reproduction_tolerance"),
+            metrics=goal.get("metrics"),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import io
 import json
-import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -40,33 +39,6 @@ class RunnerDomain:
         if isinstance(event, JobCompleted | JobFailed):
             state.finished.add(event.experiment_id)
         return state
-
-
-class MetricsError(ValueError):
-    pass
-
-
-def parse_metrics(output: str) -> dict[str, float]:
-    """The metrics the evaluation printed: the last output line that is a JSON object of numbers."""
-    for line in reversed(output.splitlines()):
-        line = line.strip()
-        if not (line.startswith("{") and line.endswith("}")):
-            continue
-        try:
-            decoded = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(decoded, dict):
-            continue
-        metrics: dict[str, float] = {}
-        for name, value in decoded.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise MetricsError(f"metric {name!r} is not a number: {value!r}")
-            if not math.isfinite(value):
-                raise MetricsError(f"metric {name!r} is not finite: {value!r}")
-            metrics[name] = float(value)
-        return metrics
-    raise MetricsError("the evaluation printed no JSON object of metrics on a line of its own")
 
 
 def permute_column(csv_text: str, column: str, seed: int) -> str:

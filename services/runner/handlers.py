@@ -17,6 +17,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
@@ -28,20 +29,19 @@ from pydantic import ValidationError
 from services.runner.domain import (
     PARAMS_FILE,
     Capacity,
-    MetricsError,
     RunnerState,
     completed,
     dead_letter,
     failed,
     lease_interval,
     params_document,
-    parse_metrics,
     permute_column,
     unfit_reason,
     withdrawn,
 )
 from services.runner.results import JobResults
 from shared.brain import failure_signature
+from shared.metrics import MetricsError, extract_metrics
 from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
@@ -265,11 +265,11 @@ class Runner:
 
     async def execute(self, item: WorkItem, gpus: tuple[str, ...] = ()) -> JobCompleted | JobFailed:
         workspace = self.root / "workspaces" / f"{item.campaign}-{item.experiment_id}"
-        shutil.rmtree(workspace, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
         spent = 0.0
         try:
             try:
-                unpack(await self._snapshot(item.snapshot_sha256), workspace)
+                await asyncio.to_thread(unpack, await self._snapshot(item.snapshot_sha256), workspace)
             except Exception as error:
                 return failed(item, self.name, "prepare", f"snapshot {item.snapshot_sha256[:12]} unavailable: {error}", "snapshot-unavailable", None, "", 0.0)
             manifest = read_manifest(item.environment_bin)
@@ -285,7 +285,7 @@ class Runner:
             canary_sha256 = None
             if item.canary is not None:
                 try:
-                    canary_sha256 = _plant_canary(workspace, item)
+                    canary_sha256 = await asyncio.to_thread(_plant_canary, workspace, item)
                 except (OSError, ValueError) as error:
                     return failed(item, self.name, "prepare", f"canary could not be planted: {error}", "canary-unplantable", None, "", 0.0)
             view = self.sandbox.workspace_view(workspace)
@@ -300,18 +300,20 @@ class Runner:
             spent += trained.duration_seconds
             if not trained.ok:
                 return failed(item, self.name, "train", _why(trained, limits), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
-            evaluated = await self.sandbox.run(item.evaluate_command, workspace, environment_bin, env, limits, isolation, sink)
-            spent += evaluated.duration_seconds
-            if not evaluated.ok:
-                return failed(item, self.name, "evaluate", _why(evaluated, limits), failure_signature(evaluated.output_tail), evaluated.exit_code, evaluated.output_tail, spent)
+            evaluated = trained  # a script that trains and tests prints its metrics as it ends
+            if item.evaluate_command.strip():
+                evaluated = await self.sandbox.run(item.evaluate_command, workspace, environment_bin, env, limits, isolation, sink)
+                spent += evaluated.duration_seconds
+                if not evaluated.ok:
+                    return failed(item, self.name, "evaluate", _why(evaluated, limits), failure_signature(evaluated.output_tail), evaluated.exit_code, evaluated.output_tail, spent)
             try:
-                metrics = parse_metrics(evaluated.output_tail)
+                metrics = extract_metrics(evaluated.output_tail, item.metrics, workspace_reader(workspace))
             except MetricsError as error:
                 return failed(item, self.name, "metrics", str(error), "metrics-unparsable", 0, evaluated.output_tail, spent)
-            hashes = hash_paths(workspace, item.protected_paths)
+            hashes = await asyncio.to_thread(hash_paths, workspace, item.protected_paths)
             return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256)
         finally:
-            shutil.rmtree(workspace, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
     def _environment_bin(self, item: WorkItem) -> str:
         """The job's environment; a runner on another machine without it uses its own interpreter."""
@@ -412,6 +414,26 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
         raise ValueError(f"{item.canary.path} is not a file of the workspace")
     target.write_text(permute_column(target.read_text(), item.canary.column, item.canary.seed))
     return sha256_file(target)
+
+
+# A results file is a few numbers; anything larger is not what the task card meant.
+RESULTS_FILE_LIMIT = 16 * 1024 * 1024
+
+
+def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callable[[str], bytes | None]:
+    """Reads a results file the evaluation wrote, never outside the workspace: a symbolic link
+    out of it, or a file larger than the limit, reads as absent or as an error."""
+    root = workspace.resolve()
+
+    def read(path: str) -> bytes | None:
+        target = (root / path).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            return None
+        if target.stat().st_size > limit:
+            raise MetricsError(f"the results file {path} is {target.stat().st_size} bytes, more than the {limit} a results file may have")
+        return target.read_bytes()
+
+    return read
 
 
 def _why(outcome, limits: Limits) -> str:  # type: ignore[no-untyped-def]

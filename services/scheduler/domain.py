@@ -349,6 +349,7 @@ def work_item(state: CampaignState, experiment_id: str, purpose: str, params: di
         protected_paths=[*objective.protected_paths, *state.shadow_guards],
         timeout_seconds=objective.timeout_seconds,
         pool=state.started.pool,
+        metrics=objective.metrics,
     )
 
 
@@ -437,18 +438,47 @@ def _after_baseline_result(plan: _Plan) -> None:
     assert objective is not None
     values = [e.value for e in baseline if e.value is not None]
     mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    tolerance = reproduction_tolerance(objective, std)
+    gap = mean - objective.reported_value
+    reproduced = abs(gap) <= tolerance
     plan.emit(
         BaselineReproduced(
             campaign=state.campaign,
             metric=objective.primary_metric,
             values=values,
             mean=mean,
-            std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            std=std,
             reported_value=objective.reported_value,
-            gap_to_reported=mean - objective.reported_value,
+            gap_to_reported=gap,
+            reproduced=reproduced,
+            tolerance=tolerance,
         )
     )
+    if not reproduced and not (state.started is not None and state.started.continue_unreproduced):
+        _complete(plan, "not_reproduced", not_reproduced_reason(objective, mean, std, len(values), tolerance))
+        return
     _advance(plan)
+
+
+# Reproduced means within this share of the reported value, or within three seed standard
+# deviations when the seeds vary more than that, unless the task card states its own tolerance.
+RELATIVE_REPRODUCTION_TOLERANCE = 0.02
+SEED_DEVIATIONS = 3.0
+
+
+def reproduction_tolerance(objective: Objective, std: float) -> float:
+    if objective.reproduction_tolerance is not None:
+        return objective.reproduction_tolerance
+    return max(RELATIVE_REPRODUCTION_TOLERANCE * abs(objective.reported_value), SEED_DEVIATIONS * std)
+
+
+def not_reproduced_reason(objective: Objective, mean: float, std: float, seeds: int, tolerance: float) -> str:
+    source = "the task card's" if objective.reproduction_tolerance is not None else f"{RELATIVE_REPRODUCTION_TOLERANCE:.0%} or {SEED_DEVIATIONS:g} seed deviations"
+    return (
+        f"the paper reports {objective.primary_metric} {objective.reported_value:.6g}; its code gives {mean:.6g} ± {std:.2g} over {seeds} seeds "
+        f"(gap {mean - objective.reported_value:+.4g}, tolerance {tolerance:.4g}: {source}); --continue-unreproduced searches anyway"
+    )
 
 
 def _advance(plan: _Plan) -> None:
@@ -568,5 +598,5 @@ def stop(state: CampaignState, reason: str) -> list[Decision]:
     return [CampaignCompleted(campaign=state.campaign, outcome="stopped", reason=f"stopped by a person: {reason}", idea_experiments=state.idea_experiments())]
 
 
-def start(campaign: str, paper_path: str, budget: Budget, pool: str) -> CampaignStarted:
-    return CampaignStarted(campaign=campaign, paper_path=paper_path, budget=budget, pool=pool)
+def start(campaign: str, paper_path: str, budget: Budget, pool: str, continue_unreproduced: bool = False) -> CampaignStarted:
+    return CampaignStarted(campaign=campaign, paper_path=paper_path, budget=budget, pool=pool, continue_unreproduced=continue_unreproduced)

@@ -25,6 +25,7 @@ class StartCampaign(BaseModel):
     paper_path: RepoPath
     budget: Budget = Field(default_factory=Budget)
     pool: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    continue_unreproduced: bool = False
 
 
 class StopCampaign(BaseModel):
@@ -65,7 +66,7 @@ def register(broker: NatsBroker, runtime: ServiceRuntime[CampaignState]) -> None
         async def begin(state: CampaignState, ctx: Context) -> list[Output]:
             if state.started is not None:
                 return []
-            return [start(request.campaign, request.paper_path, request.budget, request.pool)]
+            return [start(request.campaign, request.paper_path, request.budget, request.pool, request.continue_unreproduced)]
 
         outputs = await runtime.command(request.campaign, begin)
         return {"campaign": request.campaign, "accepted": True, "existing": not outputs}

@@ -225,7 +225,7 @@ def decide_protection(state: SupervisorState, campaign: str, sources: dict[str, 
         return []
     protected = protected_snapshot_files(state.snapshot_files, state.objective.protected_paths)
     imports = evaluation_imports(sources or {})
-    guards = shadow_guards(state.objective, protected, imports)
+    guards = shadow_guards(state.objective, protected, imports, state.snapshot_files)
     return [ProtectionEstablished(campaign=campaign, protected_files=protected, evaluation_imports=imports, shadow_guards=guards)]
 
 
@@ -246,15 +246,21 @@ def import_roots(protected_entries: list[str], protected_files: dict[str, str]) 
     return {"."} | {import_root(path) for path in [*protected_entries, *protected_files] if path.endswith(".py")}
 
 
-def shadow_guards(objective: Objective, protected_files: dict[str, str], imports: Iterable[str]) -> list[str]:
-    """Paths that must not exist after a run: a module there would replace one the evaluation imports."""
+def shadow_guards(objective: Objective, protected_files: dict[str, str], imports: Iterable[str], snapshot_files: Iterable[str] = ()) -> list[str]:
+    """Paths that must not exist after a run: a module there would replace one the evaluation imports.
+
+    A module the paper itself ships (its own `models.py`, its `utils/` package) is what the
+    evaluation is meant to import, not a plant: it is no guard. Whether a patch may edit it is the
+    protected paths' and symbols' question."""
     names = (set(imports) | STARTUP_HOOKS) - set(sys.builtin_module_names)
+    shipped = set(snapshot_files)
+    shipped_folders = {"/".join(path.split("/")[:depth]) for path in shipped for depth in range(1, path.count("/") + 1)}
     guards: set[str] = set()
     for root in import_roots(objective.protected_paths, protected_files):
         prefix = "" if root == "." else root + "/"
         for name in names:
             guards.update({f"{prefix}{name}.py", f"{prefix}{name}.pyc", f"{prefix}{name}"})
-    return sorted(guard for guard in guards if not is_protected(objective.protected_paths, guard))
+    return sorted(guard for guard in guards if not is_protected(objective.protected_paths, guard) and guard not in shipped and guard not in shipped_folders)
 
 
 # ---------------------------------------------------------------- the patch audit
@@ -736,6 +742,7 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
                 timeout_seconds=objective.timeout_seconds,
                 pool=state.pool,
                 canary=LabelCanary(path=labels.path, column=labels.column, seed=seed + CANARY_SEED_OFFSET) if canary and labels else None,
+                metrics=objective.metrics,
             )
         )
     return events, items

@@ -151,7 +151,7 @@ def test_a_campaign_without_events_past_its_start_renders() -> None:
 
     text = render_text(CampaignSummary.from_events(record.events))
 
-    assert "Baseline      not reproduced" in text
+    assert "Baseline      not measured" in text
     assert "Outcome       running" in text
 
 

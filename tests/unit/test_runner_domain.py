@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from services.runner.domain import MetricsError, parse_metrics
+from shared.metrics import MetricsError, extract_metrics
 
 
 def test_the_last_json_object_line_holds_the_metrics() -> None:
     output = 'epoch 1 loss 0.5\n{"not": "this"}\nmore logs\n{"rmse": 0.91, "mae": 0.7}\n'
-    assert parse_metrics(output) == {"rmse": 0.91, "mae": 0.7}
+    assert extract_metrics(output, None, lambda path: None) == {"rmse": 0.91, "mae": 0.7}
 
 
 def test_no_metrics_line_is_an_error() -> None:
     with pytest.raises(MetricsError, match="no JSON object"):
-        parse_metrics("done\n")
+        extract_metrics("done\n", None, lambda path: None)
 
 
 @pytest.mark.parametrize("line", ['{"rmse": "low"}', '{"rmse": NaN}', '{"rmse": true}'])
 def test_non_numeric_or_non_finite_metrics_are_errors(line: str) -> None:
     with pytest.raises(MetricsError):
-        parse_metrics(line)
+        extract_metrics(line, None, lambda path: None)
 
 
 def test_the_canary_permutes_only_the_label_column_and_is_reproducible() -> None:

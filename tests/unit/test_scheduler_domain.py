@@ -323,3 +323,39 @@ def test_a_person_stops_a_running_campaign_once() -> None:
     assert completed.outcome == "stopped" and "wrong dataset" in completed.reason  # type: ignore[attr-defined]
     loop.feed(completed)  # type: ignore[arg-type]
     assert stop(loop.state, "again") == []
+
+
+def test_a_baseline_off_the_paper_beyond_the_tolerance_ends_not_reproduced() -> None:
+    # the paper claims 1.0; the code gives 1.10 ± 0.001: 100 standard deviations, 10 % off
+    loop = Loop(Budget(max_experiments=4, parallelism=2))
+    decisions = run_baseline(loop, (1.099, 1.1, 1.101))
+    assert loop.types(decisions) == ["BaselineReproduced", "CampaignCompleted"]
+    reproduced, completed = decisions
+    assert reproduced.reproduced is False and abs(reproduced.tolerance - 0.02) < 1e-12  # 2 % of 1.0 beats 3 sigma here
+    assert completed.outcome == "not_reproduced"
+    assert "reports rmse 1; its code gives 1.1 ± 0.001 over 3 seeds" in completed.reason and "--continue-unreproduced searches anyway" in completed.reason
+
+
+def test_the_tolerance_is_the_larger_of_two_percent_and_three_seed_deviations() -> None:
+    # 1.05 is 5 % off, but the seeds spread by 0.05: within three standard deviations
+    loop = Loop(Budget(max_experiments=4, parallelism=2))
+    decisions = run_baseline(loop, (1.0, 1.05, 1.1))
+    assert loop.types(decisions) == ["BaselineReproduced", "IdeasRequested"]
+    assert decisions[0].reproduced is True and abs(decisions[0].tolerance - 0.15) < 1e-9
+
+
+def test_a_card_tolerance_overrides_the_default_both_ways() -> None:
+    strict = Loop(Budget(max_experiments=4))
+    strict.feed(ObjectiveSet(campaign=CAMPAIGN, objective=OBJECTIVE.model_copy(update={"reproduction_tolerance": 0.001}), snapshot_sha256="abc"))
+    assert strict.types(run_baseline(strict, (1.01, 1.01, 1.01))) == ["BaselineReproduced", "CampaignCompleted"]
+    lenient = Loop(Budget(max_experiments=4))
+    lenient.feed(ObjectiveSet(campaign=CAMPAIGN, objective=OBJECTIVE.model_copy(update={"reproduction_tolerance": 0.5}), snapshot_sha256="abc"))
+    assert lenient.types(run_baseline(lenient, (1.3, 1.3, 1.3)))[0:2] == ["BaselineReproduced", "IdeasRequested"]
+
+
+def test_continue_unreproduced_searches_against_the_measured_baseline() -> None:
+    loop = Loop(Budget(max_experiments=4, parallelism=2))
+    loop.state.started = loop.state.started.model_copy(update={"continue_unreproduced": True})  # type: ignore[union-attr]
+    decisions = run_baseline(loop, (1.099, 1.1, 1.101))
+    assert loop.types(decisions) == ["BaselineReproduced", "IdeasRequested"]
+    assert decisions[0].reproduced is False and loop.state.baseline_mean == decisions[0].mean

@@ -813,3 +813,11 @@ def test_modules_a_run_leaves_on_the_evaluations_import_path_are_rejected_under_
     assert rejected.evidence["paths"] == ["re.py"]
     assert judge({"venv/lib/site-packages/zz.pth": "3" * 64}).rule == "R2"  # type: ignore[union-attr]
     assert isinstance(judge({"cache/weights.npz": "2" * 64, "models/helper.py": "4" * 64}), ResultValidated)
+
+
+def test_a_module_the_paper_ships_is_no_shadow_guard_but_a_new_one_beside_it_is() -> None:
+    # the evaluation imports the repository's own args.py and models/ package, and json
+    snapshot = [*PROTECTED, "args.py", "models/__init__.py", "models/gcn.py", "train.py"]
+    guards = shadow_guards(make_objective(), PROTECTED, ["args", "models", "json"], snapshot)
+    assert "args.py" not in guards and "models" not in guards
+    assert {"json.py", "args.pyc", "models.py"} <= set(guards)  # a plant beside them is still caught

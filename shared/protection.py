@@ -1,0 +1,585 @@
+"""Protection down to a function: `train.py::test`, `utils.py::accuracy`, `models.py::GCN.forward`.
+
+A task card may protect one definition instead of a whole file, so that a patch may edit the training
+code beside it. `symbol_digests` follows the protected definition to everything in the repository it
+refers to and records a digest of each; `changed_symbols` says which of them a patch changed.
+
+A symbol is a name bound in a module, or (dotted) in a class or function body. Its digest covers, in
+source order, every binding of the name in that scope (each `def`, `class`, assignment, import, `for`,
+`with` or `except` target, star import and `global` write, with the `if`/`for`/`try` headers that decide
+whether it runs) and every write through the name anywhere in the repository (`utils.accuracy = fake`,
+`GCN.forward = f`, `labels[idx] = 0`, `del X.y`, `setattr(utils, "accuracy", f)`, also through a
+module-level alias `u = utils`). So a second `def test()`, a later `test = ...`, a rebound constant or a
+monkey-patch from another module all change a digest although `def test()` itself did not. An import's
+digest names the files it resolves to: a new `utils/__init__.py` beside `utils.py` is a change.
+
+Code is hashed as its AST without positions, leaving out fields that are None or empty (so the empty
+fields a newer Python adds do not matter): reformatting and comments never change a digest; any change
+to what the code says, docstrings included, does.
+
+Followed: names a definition reads from module scope (calls, attribute bases, decorators, defaults,
+annotations, base classes, constants), through imports (`from .utils import accuracy`, `import pkg.utils
+as U` then `U.accuracy`, star imports) resolved against the importing file's folder and the repository
+root; in a protected method, `self.x` and `super().x` lead to the class member, its repository bases and
+the methods that assign `self.x`. Names bound nowhere in the repository (builtins, torch) are recorded as
+absent, so binding one later (`def len(x): ...` beside `accuracy`) is a change. A global the protected
+code reads is covered with its whole definition: if `test()` reads a module-level `model`, the model's
+class is covered too.
+
+Not covered (the whole-file hashes and the isolated re-run of the evaluation are there for these):
+- mutation by calling a method: `idx_test.resize_(10)`, `labels.fill_(0)`, `parser.add_argument(...)`;
+- dynamic access: `globals()["test"] = f`, `vars(utils)[...]`, `sys.modules["utils"].accuracy = f`,
+  `getattr`/`setattr` with computed names (a computed `setattr(utils, name, f)` is a write to utils),
+  `exec`, `eval`, `importlib`;
+- aliases inside functions (`u = utils; u.accuracy = f` in a function body) and objects that functions return;
+- patching outside the repository: `builtins.len = f`, `torch.Tensor.sum = f`, `sys.stdout`, `.pth` files;
+- whether and how the protected function is called: dropping `test()` from the script and printing a
+  number is a change to the caller, which only protecting the caller (or the file) covers;
+- `sys.path` edits, and entry scripts in another folder than the importing module;
+- subclasses that override a protected method, and objects of other classes handed to protected code;
+- files this interpreter cannot parse are left out of the search for writes (they cannot be imported
+  either), but are an error when protected code needs them. Compute and check with the same Python.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import keyword
+import posixpath
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+SEPARATOR = "::"
+DIGEST_VERSION = "protection/1"
+
+Symbol = tuple[str, str]  # (path, qualname)
+Chain = tuple[str, ...]  # `utils.accuracy` read as ("utils", "accuracy")
+Header = tuple[str, ast.AST | None]  # ("if", test): what decides whether a nested binding runs
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEFINITIONS = (*_FUNCTIONS, ast.ClassDef)
+_SCOPES = (*_DEFINITIONS, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+class ProtectionError(ValueError):
+    """A protected entry that names nothing, or code that cannot be read."""
+
+
+def split_entry(entry: str) -> tuple[str, str | None]:
+    """`train.py::test` -> ("train.py", "test"); a plain path -> (path, None), unchanged."""
+    path, separator, qualname = entry.partition(SEPARATOR)
+    if not separator:
+        return entry, None
+    if not all(part.isidentifier() and not keyword.iskeyword(part) for part in qualname.split(".")):
+        raise ProtectionError(f"{entry!r}: {qualname!r} is not a dotted name such as test or GCN.forward")
+    path = posixpath.normpath(path) if path else ""
+    if not path.endswith(".py") or path.startswith(("/", "../")):
+        raise ProtectionError(f"{entry!r}: a protected function, class or method needs a .py file of the repository before '::'")
+    return path, qualname
+
+
+def describe(symbol: str) -> str:
+    path, qualname = split_entry(symbol)
+    return path if qualname is None else f"`{qualname}` in {path}"
+
+
+def covered_files(digests: Iterable[str]) -> set[str]:
+    return {split_entry(symbol)[0] for symbol in digests}
+
+
+def symbol_digests(sources: Mapping[str, str], entries: Iterable[str]) -> dict[str, str]:
+    """Each protected symbol and everything in the repository it depends on, `path::qualname` -> sha256."""
+    repository = _Repository(sources)
+    pending: list[Symbol] = []
+    for entry in entries:
+        path, qualname = split_entry(entry)
+        if qualname is not None:
+            repository.require(path, qualname)
+            pending.append((path, qualname))
+    digests: dict[str, str] = {}
+    while pending:
+        path, qualname = pending.pop()
+        symbol = f"{path}{SEPARATOR}{qualname}"
+        if symbol not in digests:
+            records = repository.records(path, qualname)
+            digests[symbol] = _digest(records)
+            pending.extend(repository.dependencies(records))
+    return dict(sorted(digests.items()))
+
+
+def changed_symbols(before: Mapping[str, str], after: Mapping[str, str], digests: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(symbol, why) for each recorded symbol that the sources `after` a patch no longer match."""
+    now, then = _Repository(after), _Repository(before)
+    changes = []
+    for symbol, recorded in digests.items():
+        path, qualname = split_entry(symbol)
+        if qualname is None:
+            continue
+        try:
+            records = now.records(path, qualname)
+        except ProtectionError as error:  # the file is gone or no longer parses
+            changes.append((symbol, str(error)))
+            continue
+        if _digest(records) != recorded:
+            changes.append((symbol, _explain(then, path, qualname, records)))
+    return sorted(changes)
+
+
+def _explain(then: _Repository, path: str, qualname: str, records: list[_Record]) -> str:
+    try:
+        earlier = then.records(path, qualname)
+    except ProtectionError:
+        return "its code changed"
+    if _defines(earlier, qualname) and not _defines(records, qualname):
+        return f"it is no longer defined in {path}"
+    def counted(items: list[_Record]) -> Counter[tuple[str, str, str]]:
+        return Counter((record.kind, record.path, record.canonical) for record in items)
+    added, removed = counted(records) - counted(earlier), counted(earlier) - counted(records)
+    if added and not removed:
+        kind, where, _ = min(added)
+        return f"a new {kind} of it in {where}"
+    return f"its code changed in {', '.join(sorted({where for _, where, _ in added | removed}))}"
+
+
+def _digest(records: list[_Record]) -> str:
+    text = "\n\n".join([DIGEST_VERSION, *(record.canonical for record in records)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _defines(records: list[_Record], qualname: str) -> bool:
+    return any(record.kind == "binding" and record.qualname == qualname for record in records)
+
+
+# ---------------------------------------------------------------- what the code says
+
+
+def _canonical(node: object) -> str:
+    """The node's structure without positions; None and empty fields are left out."""
+    if isinstance(node, ast.AST):
+        fields = (f"{name}={_canonical(value)}" for name in node._fields if (value := getattr(node, name, None)) not in (None, []))
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return f"[{', '.join(map(_canonical, node))}]"
+    return repr(node)
+
+
+def _read_chain(node: ast.AST) -> Chain | None:
+    attributes = []
+    while isinstance(node, ast.Attribute):
+        attributes.append(node.attr)
+        node = node.value
+    return (node.id, *reversed(attributes)) if isinstance(node, ast.Name) else None
+
+
+def _container_chain(node: ast.AST) -> Chain | None:
+    """The named object an expression is part of: `a.x[0].y` is part of a.x."""
+    attributes: list[str] = []
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        attributes = [node.attr, *attributes] if isinstance(node, ast.Attribute) else []
+        node = node.value
+    return (node.id, *attributes) if isinstance(node, ast.Name) else None
+
+
+def _written_chain(node: ast.AST) -> Chain | None:
+    """What a node writes through: `utils.accuracy = f` writes utils.accuracy, `labels[i] = 0` labels."""
+    if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        return _container_chain(node)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") and node.args:
+        chain = _container_chain(node.args[0])
+        name = node.args[1] if len(node.args) > 1 else None
+        if chain and isinstance(name, ast.Constant) and isinstance(name.value, str):
+            return (*chain, name.value)
+        return chain
+    return None
+
+
+def _binds(node: ast.AST) -> set[str]:
+    """The names one node binds in the scope it stands in ("*" for a star import)."""
+    if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+        return {node.id}
+    if isinstance(node, _DEFINITIONS):
+        return {node.name}
+    if isinstance(node, ast.alias):
+        return {node.asname or node.name.split(".")[0]}
+    if isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+        return {node.name}
+    if isinstance(node, ast.MatchMapping) and node.rest:
+        return {node.rest}
+    if isinstance(node, ast.Nonlocal):
+        return set(node.names)
+    return set()
+
+
+def _parameters(scope: ast.AST) -> list[ast.arg]:
+    if not isinstance(scope, (*_FUNCTIONS, ast.Lambda)):
+        return []
+    arguments = scope.args
+    every = (*arguments.posonlyargs, *arguments.args, arguments.vararg, *arguments.kwonlyargs, arguments.kwarg)
+    return [argument for argument in every if argument is not None]
+
+
+def _outer_parts(scope: ast.AST) -> list[ast.AST]:
+    """What a definition evaluates where it stands: decorators, defaults, annotations, base classes."""
+    if isinstance(scope, ast.ClassDef):
+        return [*scope.decorator_list, *scope.bases, *scope.keywords]
+    if not isinstance(scope, (*_FUNCTIONS, ast.Lambda)):
+        return []  # a comprehension is walked whole, as its own scope
+    parts: list[ast.AST] = [*scope.args.defaults, *(value for value in scope.args.kw_defaults if value is not None)]
+    if isinstance(scope, _FUNCTIONS):
+        parts += [*scope.decorator_list, *(a.annotation for a in _parameters(scope) if a.annotation is not None)]
+        parts += [scope.returns] if scope.returns is not None else []
+    return parts
+
+
+def _inner_parts(scope: ast.AST) -> list[ast.AST]:
+    if isinstance(scope, (ast.Module, *_DEFINITIONS)):
+        return list(scope.body)
+    return [scope.body] if isinstance(scope, ast.Lambda) else list(ast.iter_child_nodes(scope))
+
+
+def _walk_scope(roots: list[ast.AST]) -> Iterator[ast.AST]:
+    """Every node evaluated in the roots' scope: nested definitions are visited, their bodies are not."""
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(_outer_parts(node) if isinstance(node, _SCOPES) else ast.iter_child_nodes(node))
+
+
+def _scope_names(scope: ast.AST) -> tuple[frozenset[str], frozenset[str]]:
+    """(names local to a function, class or comprehension, names it declares global)."""
+    bound = {argument.arg for argument in _parameters(scope)}
+    declared: set[str] = set()
+    for node in _walk_scope(_inner_parts(scope)):
+        bound |= _binds(node)
+        if isinstance(node, ast.Global):
+            declared.update(node.names)
+    return frozenset(bound - declared), frozenset(declared)
+
+
+def _nested_scope(scope: ast.AST, outer: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(names shadowed inside scope, names shadowed for the functions nested in it): a class's names are not theirs."""
+    bound, declared = _scope_names(scope)
+    inside = (outer | bound) - declared
+    return inside, (outer - declared if isinstance(scope, ast.ClassDef) else inside)
+
+
+def _reads(roots: list[ast.AST], shadowed: frozenset[str] = frozenset(), for_nested: frozenset[str] | None = None) -> set[Chain]:
+    """Chains the roots read from module scope; `shadowed` are the names bound around them."""
+    chains: set[Chain] = set()
+    for node in _walk_scope(roots):
+        if isinstance(node, _SCOPES):
+            chains |= _reads(_inner_parts(node), *_nested_scope(node, shadowed if for_nested is None else for_nested))
+        elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
+            chain = _read_chain(node)
+            if chain and chain[0] not in shadowed:
+                chains.add(chain)
+    return chains
+
+
+def _writes(roots: list[ast.AST], shadowed: frozenset[str] = frozenset(), for_nested: frozenset[str] | None = None) -> Iterator[tuple[Chain, ast.AST, frozenset[str]]]:
+    """(chain, statement, names bound around it) for each write through a name of module scope."""
+    stack: list[tuple[ast.AST, ast.AST | None]] = [(root, None) for root in roots]
+    while stack:
+        node, statement = stack.pop()
+        statement = node if isinstance(node, ast.stmt) else statement
+        if isinstance(node, _SCOPES):
+            yield from _writes(_inner_parts(node), *_nested_scope(node, shadowed if for_nested is None else for_nested))
+            stack.extend((part, statement) for part in _outer_parts(node))
+            continue
+        chain = _written_chain(node)
+        if chain and chain[0] not in shadowed:
+            yield chain, statement or node, shadowed
+        stack.extend((child, statement) for child in ast.iter_child_nodes(node))
+
+
+def _blocks(statement: ast.stmt) -> list[tuple[list[Header], list[ast.stmt]]] | None:
+    """The bodies of a compound statement, each with the headers that decide whether it runs."""
+    if isinstance(statement, (ast.If, ast.While)):
+        kind = type(statement).__name__.lower()
+        return [([(kind, statement.test)], statement.body), ([(f"{kind} not", statement.test)], statement.orelse)]
+    if isinstance(statement, (ast.For, ast.AsyncFor)):
+        loop: list[Header] = [("for", statement.target), ("in", statement.iter)]
+        return [(loop, statement.body), ([*loop, ("else", None)], statement.orelse)]
+    if isinstance(statement, (ast.With, ast.AsyncWith)):
+        return [([("with", item) for item in statement.items], statement.body)]
+    if isinstance(statement, (ast.Try, ast.TryStar)):
+        handlers = [([("except", handler.type), ("as", ast.Name(handler.name, ast.Store()) if handler.name else None)], handler.body) for handler in statement.handlers]
+        return [([("try", None)], statement.body), *handlers, ([("try else", None)], statement.orelse), ([("finally", None)], statement.finalbody)]
+    if isinstance(statement, ast.Match):
+        return [([("match", statement.subject), ("case", case.pattern), ("if", case.guard)], case.body) for case in statement.cases]
+    return None
+
+
+def _names_bound_by(node: ast.AST) -> set[str]:
+    if isinstance(node, _DEFINITIONS):
+        return {node.name}
+    return set().union(*map(_binds, _walk_scope([node])))
+
+
+def _block_bindings(body: list[ast.stmt], headers: tuple[Header, ...] = ()) -> Iterator[tuple[str, tuple[Header, ...], ast.AST | None]]:
+    """(name, headers, statement) for each binding in a block's own scope, in source order; a header that
+    binds (`for x in`, `except E as x`) comes with statement None."""
+    for statement in body:
+        blocks = _blocks(statement)
+        if blocks is None:
+            yield from ((name, headers, statement) for name in sorted(_names_bound_by(statement)))
+            continue
+        for block_headers, block in blocks:
+            inner = (*headers, *block_headers)
+            bound = {name for _, part in block_headers if part is not None for name in _names_bound_by(part)}
+            yield from ((name, inner, None) for name in sorted(bound))
+            yield from _block_bindings(block, inner)
+
+
+def _receiver_attributes(function: ast.AST, *, stored_only: bool = False) -> set[str]:
+    """Attributes a method uses through its first parameter (`self.helper`) or, unless stored_only, `super()`."""
+    if not isinstance(function, _FUNCTIONS):
+        return set()
+    parameters = [*function.args.posonlyargs, *function.args.args]
+    static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list)
+    receiver = parameters[0].arg if parameters and not static else None
+    attributes = set()
+    for node in ast.walk(function):
+        if not isinstance(node, ast.Attribute) or (stored_only and not isinstance(node.ctx, ast.Store)):
+            continue
+        through_super = isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) and node.value.func.id == "super"
+        if (isinstance(node.value, ast.Name) and node.value.id == receiver) or (through_super and not stored_only):
+            attributes.add(node.attr)
+    return attributes
+
+
+# ---------------------------------------------------------------- the repository
+
+
+@dataclass(frozen=True)
+class _ModuleRef:
+    key: str  # "pkg/utils": a module or package, without .py
+
+
+@dataclass(frozen=True)
+class _Definition:
+    path: str
+    qualname: str
+
+
+@dataclass(frozen=True, eq=False)
+class _Record:
+    """One thing a digest covers: a binding of the name, its container's header, or a write through it."""
+
+    kind: str  # "binding", "header", "global write" or "write"
+    path: str  # the file the code stands in
+    qualname: str
+    canonical: str
+    reads: frozenset[Chain]
+    node: ast.AST | None = None
+    headers: tuple[Header, ...] = ()
+    targets: tuple[_ModuleRef | _Definition, ...] = ()  # what an import binds the name to
+    method_of: str | None = None  # the class, when the record defines one of its methods
+
+
+def _join(*parts: str) -> str:
+    return "/".join(part for part in parts if part)
+
+
+class _Module:
+    """One parsed file's bindings of module scope, by name, in source order."""
+
+    def __init__(self, repository: _Repository, path: str, tree: ast.Module) -> None:
+        self.repository, self.path, self.tree = repository, path, tree
+        self.bindings: dict[str, list[_Record]] = defaultdict(list)
+        for name, headers, node in _block_bindings(tree.body):
+            self.bindings[name].append(repository.record("binding", path, name, headers, node))
+        for function in ast.walk(tree):  # `global test; test = fake` inside any function rebinds the module's test
+            declared = _scope_names(function)[1] if isinstance(function, _FUNCTIONS) else frozenset()
+            local = _scope_names(function)[0] if declared else frozenset()
+            for name, headers, node in _block_bindings(function.body) if declared else ():
+                if name in declared:
+                    self.bindings[name].append(repository.record("global write", path, name, ((f"in {function.name}", None), *headers), node, local))
+
+    def bindings_of(self, name: str) -> list[_Record]:
+        stars = [  # a star import may bind any name: the name in the star module is followed, present or not
+            _Record("binding", self.path, name, f"{star.canonical}\nfor {name}", star.reads, star.node, star.headers, targets)
+            for star in self.bindings.get("*", [])
+            for targets in [tuple(_Definition(file, name) for ref in star.targets if (file := self.repository.module_file(ref.key)))]
+        ]
+        return [*self.bindings.get(name, []), *stars]
+
+
+class _Repository:
+    """The repository's Python files, each parsed at most once."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = {posixpath.normpath(path): text for path, text in sources.items() if path.endswith(".py")}
+        self.folders = {""} | {posixpath.dirname(path) for path in self.sources}
+        for folder in list(self.folders):
+            while folder:
+                folder = posixpath.dirname(folder)
+                self.folders.add(folder)
+        self.modules: dict[str, _Module | ProtectionError] = {}
+        self.write_index: dict[Symbol, list[_Record]] | None = None
+
+    def module(self, path: str) -> _Module:
+        if path not in self.modules:
+            if path not in self.sources:
+                self.modules[path] = ProtectionError(f"{path} is not a Python file of the repository")
+            else:
+                try:
+                    self.modules[path] = _Module(self, path, ast.parse(self.sources[path], filename=path))
+                except (SyntaxError, ValueError) as error:
+                    self.modules[path] = ProtectionError(f"{path} does not parse: line {getattr(error, 'lineno', '?')}: {getattr(error, 'msg', error)}")
+        found = self.modules[path]
+        if isinstance(found, ProtectionError):
+            raise found
+        return found
+
+    def module_file(self, key: str) -> str | None:
+        return next((file for file in (_join(key, "__init__.py"), f"{key}.py") if file in self.sources), None)
+
+    def module_exists(self, key: str) -> bool:
+        return key in self.folders or self.module_file(key) is not None
+
+    def module_keys(self, importer: str, parts: list[str], level: int) -> list[str]:
+        """Where an import finds a repository module: relative to the importer's package, or else in the
+        importer's folder (a script's folder comes first on sys.path) and in the root."""
+        folder = posixpath.dirname(importer)
+        if level:
+            for _ in range(level - 1):
+                if not folder:
+                    return []
+                folder = posixpath.dirname(folder)
+            return [key] if self.module_exists(key := _join(folder, *parts)) else []
+        return [key for base in dict.fromkeys([folder, ""]) if self.module_exists(key := _join(base, *parts))]
+
+    def import_targets(self, importer: str, statement: ast.Import | ast.ImportFrom, name: str) -> tuple[_ModuleRef | _Definition, ...]:
+        targets: list[_ModuleRef | _Definition] = []
+        for alias in statement.names:
+            if _binds(alias) != {name}:
+                continue
+            if isinstance(statement, ast.Import):
+                parts = alias.name.split(".")
+                targets += [_ModuleRef(key) for key in self.module_keys(importer, parts if alias.asname else parts[:1], 0)]
+                continue
+            for key in self.module_keys(importer, statement.module.split(".") if statement.module else [], statement.level):
+                if alias.name == "*":
+                    targets.append(_ModuleRef(key))
+                    continue
+                if file := self.module_file(key):  # `from pkg import x` reads pkg's attribute x first,
+                    targets.append(_Definition(file, alias.name))
+                if self.module_exists(submodule := _join(key, alias.name)):  # and falls back to pkg/x.py
+                    targets.append(_ModuleRef(submodule))
+        return tuple(targets)
+
+    def record(self, kind: str, path: str, qualname: str, headers: tuple[Header, ...], node: ast.AST | None, shadowed: frozenset[str] = frozenset(), method_of: str | None = None) -> _Record:
+        name = qualname.rpartition(".")[2]
+        targets = self.import_targets(path, node, name) if isinstance(node, (ast.Import, ast.ImportFrom)) else ()
+        canonical = "\n".join([kind, *(f"{label} {_canonical(part)}" for label, part in headers), _canonical(node), *map(repr, targets)])
+        roots = [part for _, part in headers if part is not None] + ([node] if node is not None else [])
+        return _Record(kind, path, qualname, canonical, frozenset(_reads(roots, shadowed)), node, headers, targets, method_of)
+
+    def records(self, path: str, qualname: str) -> list[_Record]:
+        """Everything the digest of path::qualname covers, in a fixed order."""
+        parts = qualname.split(".")
+        found = self.module(path).bindings_of(parts[0])
+        for depth in range(1, len(parts)):
+            container, inner = ".".join(parts[:depth]), []
+            for record in found:
+                if record.kind != "binding" or record.qualname != container or not isinstance(record.node, _DEFINITIONS):
+                    inner.append(record)  # any other binding of the container replaces it wholesale
+                    continue
+                definition = record.node
+                header = ast.ClassDef(definition.name, definition.bases, definition.keywords, [], definition.decorator_list) if isinstance(definition, ast.ClassDef) else definition
+                inner.append(self.record("header", path, container, record.headers, header))
+                owner = container if isinstance(definition, ast.ClassDef) else None
+                for name, headers, node in _block_bindings(definition.body):
+                    if name == parts[depth]:
+                        inner.append(self.record("binding", path, f"{container}.{name}", headers, node, method_of=owner if isinstance(node, _FUNCTIONS) else None))
+            found = inner
+        writes = self.writes()
+        found += [write for depth in range(1, len(parts) + 1) for write in writes.get((path, ".".join(parts[:depth])), [])]
+        return list(dict.fromkeys(found))
+
+    def require(self, path: str, qualname: str) -> None:
+        if _defines(self.records(path, qualname), qualname):
+            return
+        container = qualname.rpartition(".")[0]
+        containers = [record.node for record in self.records(path, container) if record.kind == "binding" and isinstance(record.node, _DEFINITIONS)] if container else [self.module(path).tree]
+        found = dict.fromkeys(node.name for scope in containers for _, _, node in _block_bindings(scope.body) if isinstance(node, _DEFINITIONS))
+        where = f" in {container}" if container else ""
+        raise ProtectionError(f"{path} has no function or class {qualname!r} (found{where}: {', '.join(found) or 'none'})")
+
+    def through(self, target: _ModuleRef | _Definition, attributes: Chain, every_prefix: bool) -> Iterator[Symbol]:
+        """Definitions an import target leads to by attribute access: `U.accuracy` after `import pkg.utils as U`."""
+        if isinstance(target, _Definition):
+            names = [target.qualname, *attributes]
+            yield from ((target.path, ".".join(names[:n])) for n in range(1, (len(names) if every_prefix else 1) + 1))
+            return
+        if not attributes:
+            return
+        if file := self.module_file(target.key):
+            yield from self.through(_Definition(file, attributes[0]), attributes[1:], every_prefix)
+        if self.module_exists(submodule := _join(target.key, attributes[0])):
+            yield from self.through(_ModuleRef(submodule), attributes[1:], every_prefix)
+
+    def resolve(self, path: str, chain: Chain) -> Iterator[Symbol]:
+        """What a chain read in path denotes: the name of that module, and what its imports lead to."""
+        yield path, chain[0]
+        for record in self.module(path).bindings_of(chain[0]):
+            for target in record.targets:
+                yield from self.through(target, chain[1:], every_prefix=False)
+
+    def written(self, path: str, chain: Chain, seen: frozenset[Symbol] = frozenset()) -> Iterator[Symbol]:
+        """Every symbol a write through chain in path may change: the chain's prefixes, through imports and aliases."""
+        yield from ((path, ".".join(chain[:n])) for n in range(1, len(chain) + 1))
+        for record in self.module(path).bindings_of(chain[0]):
+            for target in record.targets:
+                yield from self.through(target, chain[1:], every_prefix=True)
+            alias = record.node.value if isinstance(record.node, ast.Assign) and len(record.node.targets) == 1 else None
+            source = _read_chain(alias) if alias is not None else None
+            if source and (path, source[0]) not in seen:  # `u = utils` then `u.accuracy = f`
+                yield from self.written(path, (*source, *chain[1:]), seen | {(path, chain[0])})
+
+    def writes(self) -> dict[Symbol, list[_Record]]:
+        """Writes through names anywhere in the repository, by every symbol they may change."""
+        if self.write_index is None:
+            self.write_index = defaultdict(list)
+            for path in sorted(self.sources):
+                try:
+                    tree = self.module(path).tree
+                except ProtectionError:
+                    continue  # a file that does not parse cannot be imported either
+                for chain, statement, shadowed in _writes(tree.body):
+                    write = _Record("write", path, ".".join(chain), f"write in {path}\n{_canonical(statement)}", frozenset(_reads([statement], shadowed)), statement)
+                    for symbol in dict.fromkeys(self.written(path, chain)):
+                        self.write_index[symbol].append(write)
+        return self.write_index
+
+    def dependencies(self, records: list[_Record]) -> Iterator[Symbol]:
+        for record in records:
+            yield from ((target.path, target.qualname) for target in record.targets if isinstance(target, _Definition))
+            for chain in sorted(record.reads):
+                yield from self.resolve(record.path, chain)
+            if record.method_of is not None:
+                for attribute in sorted(_receiver_attributes(record.node)):
+                    yield from self.members(record.path, record.method_of, attribute, set())
+
+    def members(self, path: str, class_qualname: str, attribute: str, seen: set[tuple[str, str, str]]) -> Iterator[Symbol]:
+        """What `self.attribute` may be in a method of the class: its member, the methods that assign it, or a base's."""
+        if (path, class_qualname, attribute) in seen:
+            return
+        seen.add((path, class_qualname, attribute))
+        member = f"{class_qualname}.{attribute}"
+        yield path, member
+        classes = [record.node for record in self.records(path, class_qualname) if record.kind == "binding" and isinstance(record.node, ast.ClassDef)]
+        for definition in classes:
+            for name, _, node in _block_bindings(definition.body):
+                if attribute in _receiver_attributes(node, stored_only=True):
+                    yield path, f"{class_qualname}.{name}"
+        if _defines(self.records(path, member), member):
+            return
+        for base in (base for definition in classes for base in definition.bases):
+            for base_path, base_qualname in self.resolve(path, _read_chain(base) or ("",)) if _read_chain(base) else ():
+                if any(isinstance(record.node, ast.ClassDef) for record in self.records(base_path, base_qualname)):
+                    yield from self.members(base_path, base_qualname, attribute, seen)
