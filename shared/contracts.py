@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from shared.metrics import MetricSource
+from shared.parameters import Application
 
 SCHEMA_VERSION = 1
 
@@ -69,6 +70,7 @@ class ParameterSpec(BaseModel):
     log: bool = False
     choices: list[Any] | None = None
     baseline: Any
+    apply: Application | None = Field(default=None, description="how the value reaches the code: a flag, a config key, a constant, an environment variable; default: the params file")
 
     def admits(self, value: Any) -> bool:
         if self.type == "categorical":
@@ -131,6 +133,7 @@ class Objective(BaseModel):
     test_labels: LabelColumn | None = None
     rules: ObjectiveRules | None = None
     metrics: MetricSource | None = Field(default=None, description="where the evaluation leaves its metrics; default: the last JSON line it prints")
+    seed: Application | None = Field(default=None, description="how the seed reaches the code; default: the params file")
     reproduction_tolerance: float | None = Field(default=None, ge=0, description="the largest gap between the reported value and the measured mean still counted as reproduced; default: the larger of 2 % of the reported value and three seed standard deviations")
 
     @property
@@ -140,6 +143,11 @@ class Objective(BaseModel):
     @property
     def baseline_params(self) -> dict[str, Any]:
         return {name: spec.baseline for name, spec in self.search_space.items()}
+
+    @property
+    def applications(self) -> dict[str, Application]:
+        """The parameters that reach the code some other way than the params file."""
+        return {name: spec.apply for name, spec in self.search_space.items() if spec.apply is not None and not spec.apply.is_params_file}
 
     def better(self, a: float, b: float) -> bool:
         """True when a is strictly better than b in the objective's direction."""
@@ -196,6 +204,8 @@ class WorkItem(BaseModel):
     gpus: int = Field(default=0, ge=0, description="accelerators the job needs; a runner with fewer never runs it")
     gpu_type: str | None = Field(default=None, description="the accelerator model the job needs, when it matters")
     metrics: MetricSource | None = Field(default=None, description="where the evaluation leaves its metrics")
+    applications: dict[str, Application] = Field(default_factory=dict, description="parameter -> how its value reaches the code (the params file carries every value too)")
+    seed_application: Application | None = None
 
 
 # ---------------------------------------------------------------- scheduler
@@ -525,6 +535,9 @@ class JobCompleted(Event):
     output_tail: str
     canary_sha256: str | None = Field(default=None, description="hash of the permuted label file, for a canary run")
     created_files: dict[str, str] = Field(default_factory=dict, description="files the run left that the snapshot did not hold, outside outputs/: path -> sha256")
+    train_command: str = Field(default="", description="the training command as it ran, with the parameters' flags")
+    applied: list[ShortText] = Field(default_factory=list, max_length=MAX_LIST_ITEMS, description="how each parameter reached the code")
+    applied_patch: str = Field(default="", description="the parameters' edits of config files and constants, as a diff")
 
     @field_validator("metrics")
     @classmethod

@@ -315,6 +315,8 @@ def describe(event: Event) -> str:  # noqa: C901, PLR0911, PLR0912 - one branch 
         text = f"{event.experiment_id} on {event.runner} (delivery {event.delivery})"
     elif isinstance(event, JobCompleted):
         text = f"{event.experiment_id} {metrics_text(event.metrics)} in {event.duration_seconds:.1f} s"
+        if event.applied:
+            text += f"; {', '.join(event.applied)}"
     elif isinstance(event, JobFailed):
         text = f"{event.experiment_id} {event.stage}: {event.reason}"
     elif isinstance(event, ResultValidated):
@@ -495,6 +497,12 @@ def render_markdown(summary: CampaignSummary, events: list[Event]) -> str:
         out += [f"- check {name}: `{compact(result)}`" for name, result in sorted(c.checks.items())]
         if c.patch:
             out += ["", "```diff", c.patch.rstrip("\n"), "```"]
+        ran = next((e for e in events if isinstance(e, JobCompleted) and e.purpose == "verification" and "-candidate-" in e.experiment_id and (e.applied or e.applied_patch)), None)
+        if ran is not None:
+            out += ["", f"How the parameters reached the code (`{cell(ran.train_command)}`):", ""]
+            out += [f"- {cell(line)}" for line in ran.applied]
+            if ran.applied_patch:
+                out += ["", "```diff", ran.applied_patch.rstrip("\n"), "```"]
         out.append("")
     if summary.refutations:
         out += ["## Refuted candidates", "", "| idea | rule | p | reason |", "|---|---|---|---|"]

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from shared.brain import ModelLedger, ObjectiveReading
 from shared.contracts import BrainSelected, Event, ModelCalled, Objective, ObjectiveFailed, ObjectiveSet, ParameterSpec, ResourcesPrepared
+from shared.parameters import Application, validate_application
 
 TASK_CARD = "autosota.toml"
 AGENT = "objective"
@@ -134,7 +135,7 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
     if absent:
         raise TaskCardError(f"protected paths not in the paper folder: {', '.join(absent)}")
     try:
-        return Objective(
+        objective = Objective(
             title=paper["title"],
             method=paper["method"],
             primary_metric=metric,
@@ -155,10 +156,28 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
             rules=goal.get("rules"),
             reproduction_tolerance=goal.get("reproduction_tolerance"),
             metrics=goal.get("metrics"),
+            seed=experiment.get("seed"),
         )
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False))
         raise TaskCardError(f"{TASK_CARD} has invalid values: {problems}") from None
+    _check_applications(objective, files)
+    return objective
+
+
+def _check_applications(objective: Objective, files: dict[str, str]) -> None:
+    """Every parameter's way into the code names a file the paper has, and none may edit what is protected."""
+    def protected(path: str) -> bool:
+        return any(path == entry or path.startswith(entry + "/") for entry in objective.protected_paths)
+
+    applications: dict[str, Application] = dict(objective.applications)
+    if objective.seed is not None:
+        if "seed" in objective.search_space:
+            raise TaskCardError(f"{TASK_CARD}: a search-space parameter is named 'seed' and [experiment] seed says how the seed is applied; rename the parameter")
+        applications["seed"] = objective.seed
+    problems = [problem for name, application in applications.items() if (problem := validate_application(name, application, files, protected))]
+    if problems:
+        raise TaskCardError(f"{TASK_CARD}: {'; '.join(problems)}")
 
 
 def _requirements(text: str | None) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from shared.contracts import Event, JobCompleted, JobFailed, WorkItem, parse_event
+from shared.parameters import Applied
 
 RELEVANT = frozenset({"JobCompleted", "JobFailed"})
 PARAMS_FILE = "autosota_params.json"
@@ -60,8 +61,11 @@ def params_document(item: WorkItem) -> str:
     return json.dumps({"seed": item.seed, "params": item.params}, sort_keys=True)
 
 
-def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str, canary_sha256: str | None = None) -> JobCompleted:
+def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str, canary_sha256: str | None = None, applied: Applied | None = None) -> JobCompleted:
     return JobCompleted(
+        train_command=applied.command if applied else item.train_command,
+        applied=applied.lines if applied else [],
+        applied_patch=applied.patch if applied else "",
         campaign=item.campaign,
         experiment_id=item.experiment_id,
         purpose=item.purpose,

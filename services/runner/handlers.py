@@ -42,6 +42,7 @@ from services.runner.domain import (
 from services.runner.results import JobResults
 from shared.brain import failure_signature
 from shared.metrics import MetricsError, extract_metrics
+from shared.parameters import Applied, ParameterApplyError, apply_parameters
 from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
@@ -281,6 +282,10 @@ class Runner:
                 applied = await run("git apply --whitespace=nowarn .autosota.patch && rm .autosota.patch", workspace, host_env, PREPARE_LIMITS)
                 if not applied.ok:
                     return failed(item, self.name, "prepare", f"the {label} patch does not apply", failure_signature(applied.output_tail), applied.exit_code, applied.output_tail, applied.duration_seconds)
+            try:
+                applied = await asyncio.to_thread(apply_item_parameters, workspace, item)
+            except ParameterApplyError as error:
+                return failed(item, self.name, "prepare", f"a parameter could not be applied: {error}", "parameter-unappliable", None, "", 0.0)
             (workspace / PARAMS_FILE).write_text(params_document(item))
             canary_sha256 = None
             if item.canary is not None:
@@ -289,14 +294,14 @@ class Runner:
                 except (OSError, ValueError) as error:
                     return failed(item, self.name, "prepare", f"canary could not be planted: {error}", "canary-unplantable", None, "", 0.0)
             view = self.sandbox.workspace_view(workspace)
-            env = {"AUTOSOTA_PARAMS": str(view / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(view.parent)}
+            env = {**applied.env, "AUTOSOTA_PARAMS": str(view / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(view.parent)}
             factor = manifest.timeout_factor if manifest else 1.0
             memory = self.runtime.settings.runner_memory_bytes or None
             limits = Limits(wall_seconds=item.timeout_seconds * factor, memory_bytes=memory, cpus=self.capacity.job_cpus or None, gpu_devices=gpus, processes=self.runtime.settings.runner_job_processes)
             isolation = Isolation(network=False, read_only=tuple(item.protected_paths))
             environment_bin = self._environment_bin(item)
             sink = self._log_sink(item)
-            trained = await self.sandbox.run(item.train_command, workspace, environment_bin, env, limits, isolation, sink)
+            trained = await self.sandbox.run(applied.command, workspace, environment_bin, env, limits, isolation, sink)
             spent += trained.duration_seconds
             if not trained.ok:
                 return failed(item, self.name, "train", _why(trained, limits), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
@@ -311,7 +316,7 @@ class Runner:
             except MetricsError as error:
                 return failed(item, self.name, "metrics", str(error), "metrics-unparsable", 0, evaluated.output_tail, spent)
             hashes = await asyncio.to_thread(hash_paths, workspace, item.protected_paths)
-            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256)
+            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, applied)
         finally:
             await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
@@ -416,8 +421,36 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
     return sha256_file(target)
 
 
-# A results file is a few numbers; anything larger is not what the task card meant.
+def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:
+    """Apply the job's parameters the way the code takes them, editing the workspace's files; the
+    params file still carries every value."""
+    values, applications = dict(item.params), dict(item.applications)
+    if item.seed_application is not None:
+        values["seed"], applications["seed"] = item.seed, item.seed_application
+    read = workspace_reader(workspace, CONFIG_FILE_LIMIT)
+
+    def read_config(path: str) -> bytes:
+        try:
+            data = read(path)
+        except MetricsError as error:  # the reader's own refusal of a huge file
+            raise ParameterApplyError(str(error).replace("a results file", "a config file")) from None
+        if data is None:
+            raise ParameterApplyError(f"{path} is not a file in the workspace")
+        return data
+
+    applied = apply_parameters(read_config, item.train_command, values, applications)
+    root = workspace.resolve()
+    for path, text in applied.files.items():
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):
+            raise ParameterApplyError(f"{path} lies outside the workspace")
+        target.write_bytes(text.encode("utf-8"))
+    return applied
+
+
+# A results file is a few numbers and a config a few pages; anything larger is not what the card meant.
 RESULTS_FILE_LIMIT = 16 * 1024 * 1024
+CONFIG_FILE_LIMIT = 4 * 1024 * 1024
 
 
 def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callable[[str], bytes | None]:

@@ -350,6 +350,8 @@ def work_item(state: CampaignState, experiment_id: str, purpose: str, params: di
         timeout_seconds=objective.timeout_seconds,
         pool=state.started.pool,
         metrics=objective.metrics,
+        applications=objective.applications,
+        seed_application=objective.seed,
     )
 
 

@@ -743,6 +743,8 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
                 pool=state.pool,
                 canary=LabelCanary(path=labels.path, column=labels.column, seed=seed + CANARY_SEED_OFFSET) if canary and labels else None,
                 metrics=objective.metrics,
+                applications=objective.applications,
+                seed_application=objective.seed,
             )
         )
     return events, items
