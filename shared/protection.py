@@ -2,54 +2,55 @@
 
 A task card may protect one definition instead of a whole file, so that a patch may edit the training
 code beside it. `symbol_digests` follows the protected definition to everything in the repository it
-refers to and records a digest of each; `changed_symbols` says which of them a patch changed.
+depends on and records a digest of each; `changed_symbols` says which of them a patch changed.
 
 A symbol is a name bound in a module, or (dotted) in a class or function body. Its digest covers, in
-source order, every binding of the name in that scope (each `def`, `class`, assignment, import, `for`,
-`with` or `except` target, star import and `global` write, with the `if`/`for`/`try` headers that decide
-whether it runs) and every write through the name anywhere in the repository (`utils.accuracy = fake`,
+source order, every binding of the name in that scope (`def`, `class`, assignment, import, star import,
+`for`/`with`/`except` target, `global` write in a function), each with the `if`/`for`/`try` headers that
+decide whether it runs; and every write through the name anywhere in the repository: `utils.accuracy = f`,
 `GCN.forward = f`, `labels[idx] = 0`, `del X.y`, `setattr(utils, "accuracy", f)`, also through a
-module-level alias `u = utils`). So a second `def test()`, a later `test = ...`, a rebound constant or a
-monkey-patch from another module all change a digest although `def test()` itself did not. An import's
-digest names the files it resolves to: a new `utils/__init__.py` beside `utils.py` is a change.
+module-level alias `u = utils` or an import inside a function, and `builtins.len = f` for every `len`. So a second `def test()`, a later
+`test = ...`, a rebound constant or a monkey-patch from another module changes a digest although
+`def test()` did not. An import's digest names the files it resolves to, so a new `utils/__init__.py`
+beside `utils.py` is a change.
 
-Code is hashed as its AST without positions, leaving out fields that are None or empty (so the empty
-fields a newer Python adds do not matter): reformatting and comments never change a digest; any change
-to what the code says, docstrings included, does.
+Code is hashed as its AST without positions, leaving out fields that are None or empty (the empty fields
+a newer Python adds do not matter): reformatting and comments never change a digest; any change to what
+the code says, docstrings included, does.
 
-Followed: names a definition reads from module scope (calls, attribute bases, decorators, defaults,
+Followed: the names a definition reads from module scope (calls, attribute bases, decorators, defaults,
 annotations, base classes, constants), through imports (`from .utils import accuracy`, `import pkg.utils
-as U` then `U.accuracy`, star imports) resolved against the importing file's folder and the repository
-root; in a protected method, `self.x` and `super().x` lead to the class member, its repository bases and
-the methods that assign `self.x`. Names bound nowhere in the repository (builtins, torch) are recorded as
-absent, so binding one later (`def len(x): ...` beside `accuracy`) is a change. A global the protected
-code reads is covered with its whole definition: if `test()` reads a module-level `model`, the model's
-class is covered too.
+as U` then `U.accuracy`, star imports) found from the importing file's folder and from the root; in a
+protected method, `self.x` and `super().x` lead to the member, the repository bases and the methods that
+assign `self.x`. Names bound nowhere in the repository (builtins, torch) are recorded as absent, so that
+binding one later (`def len(x)` beside `accuracy`) is a change. A global the protected code reads is
+covered with its whole definition: if `test()` reads a module-level `model`, the model's class is too.
 
 Not covered (the whole-file hashes and the isolated re-run of the evaluation are there for these):
 - mutation by calling a method: `idx_test.resize_(10)`, `labels.fill_(0)`, `parser.add_argument(...)`;
-- dynamic access: `globals()["test"] = f`, `vars(utils)[...]`, `sys.modules["utils"].accuracy = f`,
-  `getattr`/`setattr` with computed names (a computed `setattr(utils, name, f)` is a write to utils),
-  `exec`, `eval`, `importlib`;
-- aliases inside functions (`u = utils; u.accuracy = f` in a function body) and objects that functions return;
-- patching outside the repository: `builtins.len = f`, `torch.Tensor.sum = f`, `sys.stdout`, `.pth` files;
-- whether and how the protected function is called: dropping `test()` from the script and printing a
-  number is a change to the caller, which only protecting the caller (or the file) covers;
-- `sys.path` edits, and entry scripts in another folder than the importing module;
-- subclasses that override a protected method, and objects of other classes handed to protected code;
-- files this interpreter cannot parse are left out of the search for writes (they cannot be imported
-  either), but are an error when protected code needs them. Compute and check with the same Python.
+- dynamic access: `globals()["test"] = f`, `vars(utils)`, `sys.modules["utils"].accuracy = f`, `exec`,
+  `importlib`, `setattr` with a computed name (that is counted as a write to the whole object);
+- aliases assigned inside functions (`u = utils; u.accuracy = f` in a body), objects functions return;
+- patching code outside the repository: `torch.Tensor.sum = f`, `sys.stdout = f`, `.pth` files;
+- whether and how the protected function is called: dropping the call to `test()` and printing a number
+  changes only the caller, which protecting the caller (or the file) covers;
+- `sys.path` edits, and an entry script in another folder than the module that imports;
+- subclasses overriding a protected method, and objects of other classes handed to protected code;
+- files this interpreter cannot parse: left out of the search for writes (they cannot be imported
+  either), an error when protected code needs them. Compute and check digests with the same Python.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import keyword
 import posixpath
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 SEPARATOR = "::"
 DIGEST_VERSION = "protection/1"
@@ -61,6 +62,7 @@ Header = tuple[str, ast.AST | None]  # ("if", test): what decides whether a nest
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _DEFINITIONS = (*_FUNCTIONS, ast.ClassDef)
 _SCOPES = (*_DEFINITIONS, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+ScopeNames = dict[ast.AST, tuple[frozenset[str], frozenset[str]]]  # a scope's (local names, names declared global)
 
 
 class ProtectionError(ValueError):
@@ -111,7 +113,8 @@ def symbol_digests(sources: Mapping[str, str], entries: Iterable[str]) -> dict[s
 
 def changed_symbols(before: Mapping[str, str], after: Mapping[str, str], digests: Mapping[str, str]) -> list[tuple[str, str]]:
     """(symbol, why) for each recorded symbol that the sources `after` a patch no longer match."""
-    now, then = _Repository(after), _Repository(before)
+    parses = _Parses()
+    now, then = _Repository(after, parses), _Repository(before, parses)
     changes = []
     for symbol, recorded in digests.items():
         path, qualname = split_entry(symbol)
@@ -134,13 +137,15 @@ def _explain(then: _Repository, path: str, qualname: str, records: list[_Record]
         return "its code changed"
     if _defines(earlier, qualname) and not _defines(records, qualname):
         return f"it is no longer defined in {path}"
-    def counted(items: list[_Record]) -> Counter[tuple[str, str, str]]:
-        return Counter((record.kind, record.path, record.canonical) for record in items)
-    added, removed = counted(records) - counted(earlier), counted(earlier) - counted(records)
+    added, removed = _counted(records) - _counted(earlier), _counted(earlier) - _counted(records)
     if added and not removed:
         kind, where, _ = min(added)
         return f"a new {kind} of it in {where}"
     return f"its code changed in {', '.join(sorted({where for _, where, _ in added | removed}))}"
+
+
+def _counted(records: list[_Record]) -> Counter[tuple[str, str, str]]:
+    return Counter((record.kind, record.path, record.canonical) for record in records)
 
 
 def _digest(records: list[_Record]) -> str:
@@ -279,20 +284,41 @@ def _reads(roots: list[ast.AST], shadowed: frozenset[str] = frozenset(), for_nes
     return chains
 
 
-def _writes(roots: list[ast.AST], shadowed: frozenset[str] = frozenset(), for_nested: frozenset[str] | None = None) -> Iterator[tuple[Chain, ast.AST, frozenset[str]]]:
-    """(chain, statement, names bound around it) for each write through a name of module scope."""
-    stack: list[tuple[ast.AST, ast.AST | None]] = [(root, None) for root in roots]
+def _writes(tree: ast.Module) -> Iterator[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]:
+    """(chain, statement, names local around it, local imports of its root) for each write through a name
+    of module scope, or through a module imported in a function (`import utils; utils.accuracy = f`)."""
+    names: ScopeNames = {}
+    stack: list[tuple[ast.AST, ast.AST | None, tuple[ast.AST, ...]]] = [(node, None, ()) for node in tree.body]
     while stack:
-        node, statement = stack.pop()
+        node, statement, scopes = stack.pop()
         statement = node if isinstance(node, ast.stmt) else statement
         if isinstance(node, _SCOPES):
-            yield from _writes(_inner_parts(node), *_nested_scope(node, shadowed if for_nested is None else for_nested))
-            stack.extend((part, statement) for part in _outer_parts(node))
+            stack.extend((part, statement, scopes) for part in _outer_parts(node))
+            stack.extend((part, statement, (*scopes, node)) for part in _inner_parts(node))
             continue
         chain = _written_chain(node)
-        if chain and chain[0] not in shadowed:
-            yield chain, statement or node, shadowed
-        stack.extend((child, statement) for child in ast.iter_child_nodes(node))
+        if chain and (found := _lookup(chain[0], scopes, names)) is not None:
+            yield chain, statement or node, *found
+        stack.extend((child, statement, scopes) for child in ast.iter_child_nodes(node))
+
+
+def _lookup(name: str, scopes: tuple[ast.AST, ...], names: ScopeNames) -> tuple[frozenset[str], list[ast.stmt]] | None:
+    """(names local around a use of `name`, the imports that bind it locally), or None when it is a plain local."""
+    if scopes and name in {argument.arg for argument in _parameters(scopes[-1])}:
+        return None  # `self.x = ...`, the common case, without walking the function
+    visible = [scope for depth, scope in enumerate(reversed(scopes)) if depth == 0 or not isinstance(scope, ast.ClassDef)]
+    imports: list[ast.stmt] = []
+    for scope in visible:
+        bound, declared = names[scope] if scope in names else names.setdefault(scope, _scope_names(scope))
+        if name in declared:
+            break
+        if name in bound:
+            nodes = _walk_scope(_inner_parts(scope))
+            imports = [node for node in nodes if isinstance(node, (ast.Import, ast.ImportFrom)) and name in _names_bound_by(node)]
+            if not imports:
+                return None
+            break
+    return frozenset().union(*(names[scope][0] for scope in visible if scope in names)), imports
 
 
 def _blocks(statement: ast.stmt) -> list[tuple[list[Header], list[ast.stmt]]] | None:
@@ -306,7 +332,10 @@ def _blocks(statement: ast.stmt) -> list[tuple[list[Header], list[ast.stmt]]] | 
     if isinstance(statement, (ast.With, ast.AsyncWith)):
         return [([("with", item) for item in statement.items], statement.body)]
     if isinstance(statement, (ast.Try, ast.TryStar)):
-        handlers = [([("except", handler.type), ("as", ast.Name(handler.name, ast.Store()) if handler.name else None)], handler.body) for handler in statement.handlers]
+        handlers = [
+            ([("except", handler.type), ("as", ast.Name(handler.name, ast.Store()) if handler.name else None)], handler.body)
+            for handler in statement.handlers
+        ]
         return [([("try", None)], statement.body), *handlers, ([("try else", None)], statement.orelse), ([("finally", None)], statement.finalbody)]
     if isinstance(statement, ast.Match):
         return [([("match", statement.subject), ("case", case.pattern), ("if", case.guard)], case.body) for case in statement.cases]
@@ -365,19 +394,29 @@ class _Definition:
     qualname: str
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _Record:
     """One thing a digest covers: a binding of the name, its container's header, or a write through it."""
 
-    kind: str  # "binding", "header", "global write" or "write"
+    kind: str  # "binding", "header", "global write", "star import" or "write"
     path: str  # the file the code stands in
     qualname: str
-    canonical: str
-    reads: frozenset[Chain]
-    node: ast.AST | None = None
+    node: ast.AST | None
     headers: tuple[Header, ...] = ()
     targets: tuple[_ModuleRef | _Definition, ...] = ()  # what an import binds the name to
     method_of: str | None = None  # the class, when the record defines one of its methods
+    shadowed: frozenset[str] = frozenset()  # names local where the code stands (a function's, for a global write)
+    label: str = ""
+
+    @cached_property  # computed only for the symbols a digest covers, not for every file searched for writes
+    def canonical(self) -> str:
+        headers = (f"{label} {_canonical(part)}" for label, part in self.headers)
+        return "\n".join([self.label or self.kind, *headers, _canonical(self.node), *map(repr, self.targets)])
+
+    @cached_property
+    def reads(self) -> frozenset[Chain]:
+        roots = [part for _, part in self.headers if part is not None] + ([self.node] if self.node is not None else [])
+        return frozenset(_reads(roots, self.shadowed))
 
 
 def _join(*parts: str) -> str:
@@ -389,47 +428,72 @@ class _Module:
 
     def __init__(self, repository: _Repository, path: str, tree: ast.Module) -> None:
         self.repository, self.path, self.tree = repository, path, tree
-        self.bindings: dict[str, list[_Record]] = defaultdict(list)
-        for name, headers, node in _block_bindings(tree.body):
-            self.bindings[name].append(repository.record("binding", path, name, headers, node))
-        for function in ast.walk(tree):  # `global test; test = fake` inside any function rebinds the module's test
-            declared = _scope_names(function)[1] if isinstance(function, _FUNCTIONS) else frozenset()
-            local = _scope_names(function)[0] if declared else frozenset()
+
+    @cached_property  # most files are only searched for writes, and need no bindings
+    def bindings(self) -> dict[str, list[_Record]]:
+        bindings: dict[str, list[_Record]] = defaultdict(list)
+        for name, headers, node in _block_bindings(self.tree.body):
+            bindings[name].append(self.repository.record("binding", self.path, name, headers, node))
+        declares_globals = "global" in self.repository.sources[self.path]
+        for function in ast.walk(self.tree) if declares_globals else ():  # `global test; test = fake` in a function rebinds test
+            local, declared = _scope_names(function) if isinstance(function, _DEFINITIONS) else (frozenset(), frozenset())
             for name, headers, node in _block_bindings(function.body) if declared else ():
                 if name in declared:
-                    self.bindings[name].append(repository.record("global write", path, name, ((f"in {function.name}", None), *headers), node, local))
+                    where = ((f"in {function.name}", None), *headers)
+                    bindings[name].append(self.repository.record("global write", self.path, name, where, node, local))
+        return bindings
 
     def bindings_of(self, name: str) -> list[_Record]:
-        stars = [  # a star import may bind any name: the name in the star module is followed, present or not
-            _Record("binding", self.path, name, f"{star.canonical}\nfor {name}", star.reads, star.node, star.headers, targets)
-            for star in self.bindings.get("*", [])
-            for targets in [tuple(_Definition(file, name) for ref in star.targets if (file := self.repository.module_file(ref.key)))]
-        ]
-        return [*self.bindings.get(name, []), *stars]
+        found = list(self.bindings.get(name, []))
+        for star in self.bindings.get("*", []):  # a star import may bind any name: follow it there, present or not
+            files = (self.repository.module_file(target.key) for target in star.targets if isinstance(target, _ModuleRef))
+            targets = tuple(_Definition(file, name) for file in files if file)
+            found.append(_Record("star import", self.path, name, star.node, star.headers, targets, label=f"star import for {name}"))
+        return found
+
+
+class _Parses:
+    """Trees and the writes found in them, shared by the sources before and after a patch (most files are the same)."""
+
+    def __init__(self) -> None:
+        self.trees: dict[tuple[str, str], ast.Module | ProtectionError] = {}
+        self.found_writes: dict[int, list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]] = {}
+
+    def tree(self, path: str, text: str) -> ast.Module | ProtectionError:
+        if (path, text) not in self.trees:
+            try:
+                self.trees[path, text] = ast.parse(text, filename=path)
+            except (SyntaxError, ValueError) as error:
+                self.trees[path, text] = ProtectionError(f"{path} does not parse: line {getattr(error, 'lineno', '?')}: {getattr(error, 'msg', error)}")
+        return self.trees[path, text]
+
+    def writes(self, tree: ast.Module) -> list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]:
+        if id(tree) not in self.found_writes:  # the trees are kept alive in self.trees, so an id is never reused
+            self.found_writes[id(tree)] = list(_writes(tree))
+        return self.found_writes[id(tree)]
 
 
 class _Repository:
     """The repository's Python files, each parsed at most once."""
 
-    def __init__(self, sources: Mapping[str, str]) -> None:
+    def __init__(self, sources: Mapping[str, str], parses: _Parses | None = None) -> None:
         self.sources = {posixpath.normpath(path): text for path, text in sources.items() if path.endswith(".py")}
+        self.parses = parses or _Parses()
         self.folders = {""} | {posixpath.dirname(path) for path in self.sources}
         for folder in list(self.folders):
             while folder:
                 folder = posixpath.dirname(folder)
                 self.folders.add(folder)
         self.modules: dict[str, _Module | ProtectionError] = {}
-        self.write_index: dict[Symbol, list[_Record]] | None = None
+        self.write_index: dict[str, list[tuple[str, _Record]]] | None = None
 
     def module(self, path: str) -> _Module:
         if path not in self.modules:
             if path not in self.sources:
                 self.modules[path] = ProtectionError(f"{path} is not a Python file of the repository")
             else:
-                try:
-                    self.modules[path] = _Module(self, path, ast.parse(self.sources[path], filename=path))
-                except (SyntaxError, ValueError) as error:
-                    self.modules[path] = ProtectionError(f"{path} does not parse: line {getattr(error, 'lineno', '?')}: {getattr(error, 'msg', error)}")
+                tree = self.parses.tree(path, self.sources[path])
+                self.modules[path] = tree if isinstance(tree, ProtectionError) else _Module(self, path, tree)
         found = self.modules[path]
         if isinstance(found, ProtectionError):
             raise found
@@ -472,12 +536,16 @@ class _Repository:
                     targets.append(_ModuleRef(submodule))
         return tuple(targets)
 
-    def record(self, kind: str, path: str, qualname: str, headers: tuple[Header, ...], node: ast.AST | None, shadowed: frozenset[str] = frozenset(), method_of: str | None = None) -> _Record:
-        name = qualname.rpartition(".")[2]
-        targets = self.import_targets(path, node, name) if isinstance(node, (ast.Import, ast.ImportFrom)) else ()
-        canonical = "\n".join([kind, *(f"{label} {_canonical(part)}" for label, part in headers), _canonical(node), *map(repr, targets)])
-        roots = [part for _, part in headers if part is not None] + ([node] if node is not None else [])
-        return _Record(kind, path, qualname, canonical, frozenset(_reads(roots, shadowed)), node, headers, targets, method_of)
+    def record(
+        self, kind: str, path: str, qualname: str, headers: tuple[Header, ...], node: ast.AST | None,
+        shadowed: frozenset[str] = frozenset(), method_of: str | None = None,
+    ) -> _Record:
+        name, targets = qualname.rpartition(".")[2], ()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            targets = self.import_targets(path, node, name)
+            node = copy.copy(node)  # only the alias that binds the name: importing one more helper on its line is no change
+            node.names = [alias for alias in node.names if _binds(alias) == {name}]
+        return _Record(kind, path, qualname, node, headers, targets, method_of, shadowed)
 
     def records(self, path: str, qualname: str) -> list[_Record]:
         """Everything the digest of path::qualname covers, in a fixed order."""
@@ -490,59 +558,63 @@ class _Repository:
                     inner.append(record)  # any other binding of the container replaces it wholesale
                     continue
                 definition = record.node
-                header = ast.ClassDef(definition.name, definition.bases, definition.keywords, [], definition.decorator_list) if isinstance(definition, ast.ClassDef) else definition
+                header = definition  # a function's whole body is its nested definitions' context, a class's header is
+                if isinstance(definition, ast.ClassDef):
+                    header = ast.ClassDef(definition.name, definition.bases, definition.keywords, [], definition.decorator_list)
                 inner.append(self.record("header", path, container, record.headers, header))
                 owner = container if isinstance(definition, ast.ClassDef) else None
                 for name, headers, node in _block_bindings(definition.body):
                     if name == parts[depth]:
-                        inner.append(self.record("binding", path, f"{container}.{name}", headers, node, method_of=owner if isinstance(node, _FUNCTIONS) else None))
+                        method_of = owner if isinstance(node, _FUNCTIONS) else None
+                        inner.append(self.record("binding", path, f"{container}.{name}", headers, node, method_of=method_of))
             found = inner
-        writes = self.writes()
-        found += [write for depth in range(1, len(parts) + 1) for write in writes.get((path, ".".join(parts[:depth])), [])]
+        for written, write in self.writes().get(path, []):  # a write to it, into it (GCN.forward.__code__) or to all of it
+            if written == qualname or written.startswith(f"{qualname}.") or qualname.startswith(f"{written}."):
+                found.append(write)
+        found += [write for written, write in self.writes().get("*", []) if written in (parts[0], "*")]
         return list(dict.fromkeys(found))
 
     def require(self, path: str, qualname: str) -> None:
         if _defines(self.records(path, qualname), qualname):
             return
         container = qualname.rpartition(".")[0]
-        containers = [record.node for record in self.records(path, container) if record.kind == "binding" and isinstance(record.node, _DEFINITIONS)] if container else [self.module(path).tree]
+        containers: list[ast.AST] = [self.module(path).tree]
+        if container:
+            containers = [record.node for record in self.records(path, container) if record.kind == "binding" and isinstance(record.node, _DEFINITIONS)]
         found = dict.fromkeys(node.name for scope in containers for _, _, node in _block_bindings(scope.body) if isinstance(node, _DEFINITIONS))
         where = f" in {container}" if container else ""
         raise ProtectionError(f"{path} has no function or class {qualname!r} (found{where}: {', '.join(found) or 'none'})")
 
-    def through(self, target: _ModuleRef | _Definition, attributes: Chain, every_prefix: bool) -> Iterator[Symbol]:
-        """Definitions an import target leads to by attribute access: `U.accuracy` after `import pkg.utils as U`."""
+    def through(self, target: _ModuleRef | _Definition, attributes: Chain) -> Iterator[Symbol]:
+        """What an import target leads to by attribute access: `U.accuracy` after `import pkg.utils as U`."""
         if isinstance(target, _Definition):
-            names = [target.qualname, *attributes]
-            yield from ((target.path, ".".join(names[:n])) for n in range(1, (len(names) if every_prefix else 1) + 1))
-            return
-        if not attributes:
-            return
-        if file := self.module_file(target.key):
-            yield from self.through(_Definition(file, attributes[0]), attributes[1:], every_prefix)
-        if self.module_exists(submodule := _join(target.key, attributes[0])):
-            yield from self.through(_ModuleRef(submodule), attributes[1:], every_prefix)
+            yield target.path, ".".join([target.qualname, *attributes])
+        elif attributes:
+            if file := self.module_file(target.key):
+                yield from self.through(_Definition(file, attributes[0]), attributes[1:])
+            if self.module_exists(submodule := _join(target.key, attributes[0])):
+                yield from self.through(_ModuleRef(submodule), attributes[1:])
 
     def resolve(self, path: str, chain: Chain) -> Iterator[Symbol]:
-        """What a chain read in path denotes: the name of that module, and what its imports lead to."""
+        """The definitions a chain read in path may denote: the name in that module, and where its imports lead."""
         yield path, chain[0]
         for record in self.module(path).bindings_of(chain[0]):
             for target in record.targets:
-                yield from self.through(target, chain[1:], every_prefix=False)
+                yield from ((file, qualname.split(".")[0]) for file, qualname in self.through(target, chain[1:]))
 
-    def written(self, path: str, chain: Chain, seen: frozenset[Symbol] = frozenset()) -> Iterator[Symbol]:
-        """Every symbol a write through chain in path may change: the chain's prefixes, through imports and aliases."""
-        yield from ((path, ".".join(chain[:n])) for n in range(1, len(chain) + 1))
+    def written(self, path: str, chain: Chain, seen: frozenset[str] = frozenset()) -> Iterator[Symbol]:
+        """What a write through chain in path changes, through imports and module-level aliases."""
+        yield path, ".".join(chain)
         for record in self.module(path).bindings_of(chain[0]):
             for target in record.targets:
-                yield from self.through(target, chain[1:], every_prefix=True)
+                yield from self.through(target, chain[1:])
             alias = record.node.value if isinstance(record.node, ast.Assign) and len(record.node.targets) == 1 else None
             source = _read_chain(alias) if alias is not None else None
-            if source and (path, source[0]) not in seen:  # `u = utils` then `u.accuracy = f`
-                yield from self.written(path, (*source, *chain[1:]), seen | {(path, chain[0])})
+            if source and source[0] not in seen:  # `u = utils` then `u.accuracy = f`
+                yield from self.written(path, (*source, *chain[1:]), seen | {chain[0]})
 
-    def writes(self) -> dict[Symbol, list[_Record]]:
-        """Writes through names anywhere in the repository, by every symbol they may change."""
+    def writes(self) -> dict[str, list[tuple[str, _Record]]]:
+        """Writes through names anywhere in the repository: by file written to, (qualname written, write)."""
         if self.write_index is None:
             self.write_index = defaultdict(list)
             for path in sorted(self.sources):
@@ -550,16 +622,29 @@ class _Repository:
                     tree = self.module(path).tree
                 except ProtectionError:
                     continue  # a file that does not parse cannot be imported either
-                for chain, statement, shadowed in _writes(tree.body):
-                    write = _Record("write", path, ".".join(chain), f"write in {path}\n{_canonical(statement)}", frozenset(_reads([statement], shadowed)), statement)
-                    for symbol in dict.fromkeys(self.written(path, chain)):
-                        self.write_index[symbol].append(write)
+                for chain, statement, shadowed, local_imports in self.parses.writes(tree):
+                    write = _Record("write", path, ".".join(chain), statement, shadowed=shadowed, label=f"write in {path}")
+                    # `builtins.len = f` changes `len` in every module; `__builtins__[name] = f` any name
+                    if chain[0] in ("builtins", "__builtins__"):
+                        written: Iterable[Symbol] = [("*", ".".join(chain[1:2]) or "*")]
+                    elif local_imports:
+                        targets = (target for imported in local_imports for target in self.import_targets(path, imported, chain[0]))
+                        written = [symbol for target in targets for symbol in self.through(target, chain[1:])]
+                    else:
+                        written = self.written(path, chain)
+                    for written_path, qualname in dict.fromkeys(written):
+                        self.write_index[written_path].append((qualname, write))
         return self.write_index
 
     def dependencies(self, records: list[_Record]) -> Iterator[Symbol]:
         for record in records:
             yield from ((target.path, target.qualname) for target in record.targets if isinstance(target, _Definition))
+            owner = record.method_of.split(".") if record.method_of else []
             for chain in sorted(record.reads):
+                if owner and list(chain[: len(owner)]) == owner:  # `super(GCN, self)` in a method of GCN: the class's
+                    if len(chain) > len(owner):  # bindings are in the method's digest already, its members are followed one by one
+                        yield from self.members(record.path, record.method_of, chain[len(owner)], set())
+                    continue
                 yield from self.resolve(record.path, chain)
             if record.method_of is not None:
                 for attribute in sorted(_receiver_attributes(record.node)):
@@ -572,14 +657,15 @@ class _Repository:
         seen.add((path, class_qualname, attribute))
         member = f"{class_qualname}.{attribute}"
         yield path, member
-        classes = [record.node for record in self.records(path, class_qualname) if record.kind == "binding" and isinstance(record.node, ast.ClassDef)]
+        records = self.records(path, class_qualname)
+        classes = [record.node for record in records if record.kind == "binding" and isinstance(record.node, ast.ClassDef)]
         for definition in classes:
             for name, _, node in _block_bindings(definition.body):
                 if attribute in _receiver_attributes(node, stored_only=True):
                     yield path, f"{class_qualname}.{name}"
         if _defines(self.records(path, member), member):
             return
-        for base in (base for definition in classes for base in definition.bases):
-            for base_path, base_qualname in self.resolve(path, _read_chain(base) or ("",)) if _read_chain(base) else ():
-                if any(isinstance(record.node, ast.ClassDef) for record in self.records(base_path, base_qualname)):
-                    yield from self.members(base_path, base_qualname, attribute, seen)
+        bases = [chain for definition in classes for base in definition.bases if (chain := _read_chain(base))]
+        for base_path, base_qualname in (symbol for chain in bases for symbol in self.resolve(path, chain)):
+            if any(isinstance(record.node, ast.ClassDef) for record in self.records(base_path, base_qualname)):
+                yield from self.members(base_path, base_qualname, attribute, seen)
