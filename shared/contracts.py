@@ -145,6 +145,11 @@ class Objective(BaseModel):
         return {name: spec.baseline for name, spec in self.search_space.items()}
 
     @property
+    def protected_locations(self) -> list[str]:
+        """The protected files and folders, without the entries that name one definition (`file.py::name`)."""
+        return [entry for entry in self.protected_paths if "::" not in entry]
+
+    @property
     def applications(self) -> dict[str, Application]:
         """The parameters that reach the code some other way than the params file."""
         return {name: spec.apply for name, spec in self.search_space.items() if spec.apply is not None and not spec.apply.is_params_file}
@@ -205,6 +210,7 @@ class WorkItem(BaseModel):
     gpu_type: str | None = Field(default=None, description="the accelerator model the job needs, when it matters")
     metrics: MetricSource | None = Field(default=None, description="where the evaluation leaves its metrics")
     applications: dict[str, Application] = Field(default_factory=dict, description="parameter -> how its value reaches the code (the params file carries every value too)")
+    protected_symbols: dict[str, str] = Field(default_factory=dict, description="path::qualname -> the digest the workspace must still match after the run")
     seed_application: Application | None = None
 
 
@@ -428,6 +434,7 @@ class ProtectionEstablished(Event):
     protected_files: dict[str, str] = Field(description="relative path -> sha256 at baseline")
     evaluation_imports: list[str] = Field(default_factory=list, description="top-level modules the protected code imports")
     shadow_guards: list[str] = Field(default_factory=list, description="paths that must not exist after a run: a module there would shadow one the evaluation imports")
+    protected_symbols: dict[str, str] = Field(default_factory=dict, description="path::qualname -> digest of its AST: each protected definition and what it refers to in the repository")
 
 
 class IdeaCleared(Event):
@@ -538,6 +545,7 @@ class JobCompleted(Event):
     train_command: str = Field(default="", description="the training command as it ran, with the parameters' flags")
     applied: list[ShortText] = Field(default_factory=list, max_length=MAX_LIST_ITEMS, description="how each parameter reached the code")
     applied_patch: str = Field(default="", description="the parameters' edits of config files and constants, as a diff")
+    changed_symbols: dict[str, ShortText] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS, description="protected symbol -> how the workspace after the run no longer matches it")
 
     @field_validator("metrics")
     @classmethod

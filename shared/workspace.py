@@ -100,6 +100,19 @@ def read_member(data: bytes, relative: str) -> bytes:
         return member.read()
 
 
+def read_members(data: bytes, relatives: list[str], max_bytes: int) -> dict[str, bytes]:
+    """Several files of a snapshot in one pass over it; a file larger than max_bytes is left out."""
+    wanted = {PurePosixPath(relative).as_posix() for relative in relatives}
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r") as tar:
+        for member in tar:
+            if member.name in wanted and member.isfile() and member.size <= max_bytes:
+                extracted = tar.extractfile(member)
+                if extracted is not None:
+                    found[member.name] = extracted.read()
+    return found
+
+
 def hash_paths(root: Path, protected: list[str]) -> dict[str, str | None]:
     """sha256 of every file under each protected path (None where a listed file is missing)."""
     hashes: dict[str, str | None] = {}
@@ -130,23 +143,31 @@ ENVIRONMENT_MANIFEST = "autosota-environment.json"
 class EnvironmentManifest:
     """What an environment is besides its interpreter: written by init next to the environment's bin/,
     read by runners. Repairs that change the code (a forced CPU device, a relinked data path, a
-    smaller batch) travel as a patch applied to every workspace; a slow paper as a time factor."""
+    smaller batch) travel as a patch applied to every workspace; a slow paper as a time factor.
+    The rest records what the environment holds and how it was built."""
 
     spec_sha256: str
     requirements: tuple[str, ...] = ()
     repairs: tuple[str, ...] = ()
     source_patch: str = ""
     timeout_factor: float = 1.0
+    repair_reasons: tuple[str, ...] = ()  # per repair, the failure signature it answered
+    environment_sha256: str = ""  # the key of the cached environment it runs
+    builder: str = ""  # "uv" or "pip"
+    python: str = ""
+    resolved: tuple[str, ...] = ()  # the pinned requirements installed
+
+    _LISTS = ("requirements", "repairs", "repair_reasons", "resolved")
 
     def to_json(self) -> str:
-        return json.dumps({**self.__dict__, "requirements": list(self.requirements), "repairs": list(self.repairs)}, sort_keys=True, indent=2)
+        return json.dumps({**self.__dict__, **{name: list(getattr(self, name)) for name in self._LISTS}}, sort_keys=True, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> EnvironmentManifest:
         data = json.loads(text)
         known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        known["requirements"] = tuple(known.get("requirements", ()))
-        known["repairs"] = tuple(known.get("repairs", ()))
+        for name in cls._LISTS:
+            known[name] = tuple(known.get(name, ()))
         return cls(**known)
 
 

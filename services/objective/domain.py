@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from shared.brain import ModelLedger, ObjectiveReading
 from shared.contracts import BrainSelected, Event, ModelCalled, Objective, ObjectiveFailed, ObjectiveSet, ParameterSpec, ResourcesPrepared
 from shared.parameters import Application, validate_application
+from shared.protection import ProtectionError, split_entry
 
 TASK_CARD = "autosota.toml"
 AGENT = "objective"
@@ -131,7 +132,11 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
         raise TaskCardError(f"the task card reports {metric}={from_card} but the paper's table says {from_table}")
     source = f"table row {paper['method']!r} of {paper['text']}" if from_table is not None else (card_source or f"{TASK_CARD}")
     protected = [str(path).rstrip("/") for path in goal["protected_paths"]]
-    absent = [path for path in protected if not any(name == path or name.startswith(path + "/") for name in files)]
+    try:
+        located = [split_entry(path)[0] for path in protected]
+    except ProtectionError as error:
+        raise TaskCardError(f"{TASK_CARD}: protected_paths: {error}") from None
+    absent = [path for path in dict.fromkeys(located) if not any(name == path or name.startswith(path + "/") for name in files)]
     if absent:
         raise TaskCardError(f"protected paths not in the paper folder: {', '.join(absent)}")
     try:
@@ -168,7 +173,7 @@ def build_objective(card: dict[str, Any], paper_text: str, files: dict[str, str]
 def _check_applications(objective: Objective, files: dict[str, str]) -> None:
     """Every parameter's way into the code names a file the paper has, and none may edit what is protected."""
     def protected(path: str) -> bool:
-        return any(path == entry or path.startswith(entry + "/") for entry in objective.protected_paths)
+        return any(path == entry or path.startswith(entry + "/") for entry in objective.protected_locations)
 
     applications: dict[str, Application] = dict(objective.applications)
     if objective.seed is not None:

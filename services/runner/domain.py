@@ -61,8 +61,9 @@ def params_document(item: WorkItem) -> str:
     return json.dumps({"seed": item.seed, "params": item.params}, sort_keys=True)
 
 
-def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str, canary_sha256: str | None = None, applied: Applied | None = None) -> JobCompleted:
+def completed(item: WorkItem, runner: str, metrics: dict[str, float], hashes: dict[str, str | None], seconds: float, tail: str, canary_sha256: str | None = None, applied: Applied | None = None, changed_symbols: dict[str, str] | None = None) -> JobCompleted:
     return JobCompleted(
+        changed_symbols=changed_symbols or {},
         train_command=applied.command if applied else item.train_command,
         applied=applied.lines if applied else [],
         applied_patch=applied.patch if applied else "",

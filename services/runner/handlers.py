@@ -43,6 +43,7 @@ from services.runner.results import JobResults
 from shared.brain import failure_signature
 from shared.metrics import MetricsError, extract_metrics
 from shared.parameters import Applied, ParameterApplyError, apply_parameters
+from shared.protection import changed_symbols
 from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
@@ -273,6 +274,7 @@ class Runner:
                 await asyncio.to_thread(unpack, await self._snapshot(item.snapshot_sha256), workspace)
             except Exception as error:
                 return failed(item, self.name, "prepare", f"snapshot {item.snapshot_sha256[:12]} unavailable: {error}", "snapshot-unavailable", None, "", 0.0)
+            shipped = await asyncio.to_thread(python_sources, workspace) if item.protected_symbols else {}
             manifest = read_manifest(item.environment_bin)
             host_env = sandbox_env(str(Path(sys.executable).parent), {"GIT_CEILING_DIRECTORIES": str(workspace.parent)})
             for label, patch in (("environment repair", manifest.source_patch if manifest else ""), ("idea", item.patch or "")):
@@ -316,7 +318,8 @@ class Runner:
             except MetricsError as error:
                 return failed(item, self.name, "metrics", str(error), "metrics-unparsable", 0, evaluated.output_tail, spent)
             hashes = await asyncio.to_thread(hash_paths, workspace, item.protected_paths)
-            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, applied)
+            changed = await asyncio.to_thread(changed_protected_code, workspace, shipped, item.protected_symbols) if item.protected_symbols else {}
+            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, applied, changed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
@@ -419,6 +422,30 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
         raise ValueError(f"{item.canary.path} is not a file of the workspace")
     target.write_text(permute_column(target.read_text(), item.canary.column, item.canary.seed))
     return sha256_file(target)
+
+
+# What the runner reads to check protected definitions: the repository's Python files, as the
+# supervisor read them to record their digests.
+MAX_SOURCE_FILES = 2000
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+def python_sources(workspace: Path) -> dict[str, str]:
+    """The workspace's Python files by relative path (in path order, the first MAX_SOURCE_FILES)."""
+    root = workspace.resolve()
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*.py")):
+        if len(found) >= MAX_SOURCE_FILES:
+            break
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_SOURCE_BYTES:
+            continue
+        found[path.relative_to(root).as_posix()] = path.read_bytes().decode("utf-8", "replace")
+    return found
+
+
+def changed_protected_code(workspace: Path, shipped: dict[str, str], digests: dict[str, str]) -> dict[str, str]:
+    """Each protected definition the run's workspace no longer matches, with how."""
+    return {symbol: why[:500] for symbol, why in changed_symbols(shipped, python_sources(workspace), digests)}
 
 
 def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:

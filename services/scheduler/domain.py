@@ -99,6 +99,7 @@ class CampaignState:
     snapshot_sha256: str | None = None
     environment_bin: str | None = None
     shadow_guards: list[str] = field(default_factory=list)
+    protected_symbols: dict[str, str] = field(default_factory=dict)
     search_stopped: bool = False
     experiments: dict[str, Experiment] = field(default_factory=dict)
     baseline_mean: float | None = None
@@ -217,6 +218,7 @@ class SchedulerDomain:
                 state.wall_clock_exhausted = True
             case ProtectionEstablished():
                 state.shadow_guards = list(event.shadow_guards)
+                state.protected_symbols = dict(event.protected_symbols)
             case SupervisoryAction(action="fallback" | "terminate"):
                 state.search_stopped = True
             case SupervisoryAction(action="rollback"):
@@ -346,7 +348,8 @@ def work_item(state: CampaignState, experiment_id: str, purpose: str, params: di
         train_command=objective.train_command,
         evaluate_command=objective.evaluate_command,
         environment_bin=state.environment_bin,
-        protected_paths=[*objective.protected_paths, *state.shadow_guards],
+        protected_paths=[*objective.protected_locations, *state.shadow_guards],
+        protected_symbols=dict(state.protected_symbols),
         timeout_seconds=objective.timeout_seconds,
         pool=state.started.pool,
         metrics=objective.metrics,

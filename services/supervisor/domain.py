@@ -14,6 +14,7 @@ R5 no test data in training, R6 no altered data, R7 the paper's own constraints.
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import re
@@ -52,6 +53,7 @@ from services.supervisor.patches import (
     string_literals,
 )
 from services.supervisor.statistics import mean, welch_one_sided
+from shared.protection import symbol_digests
 from shared.contracts import (
     Arm,
     BaselineRequested,
@@ -140,6 +142,7 @@ class SupervisorState:
     protected_files: dict[str, str] | None = None
     evaluation_imports: list[str] = field(default_factory=list)
     shadow_guards: list[str] = field(default_factory=list)
+    protected_symbols: dict[str, str] = field(default_factory=dict)
     dispatched: dict[str, DispatchRecord] = field(default_factory=dict)
     validated: dict[str, ResultValidated] = field(default_factory=dict)
     rejected: dict[str, ResultRejected] = field(default_factory=dict)
@@ -173,6 +176,7 @@ def fold(state: SupervisorState, event: Event) -> SupervisorState:
         state.protected_files = dict(event.protected_files)
         state.evaluation_imports = list(event.evaluation_imports)
         state.shadow_guards = list(event.shadow_guards)
+        state.protected_symbols = dict(event.protected_symbols)
     elif isinstance(event, ExperimentDispatched):
         state.dispatched[event.experiment_id] = DispatchRecord(event.purpose, event.idea_id, seed=event.seed)
     elif isinstance(event, VerificationDispatched):
@@ -207,12 +211,35 @@ def protected_snapshot_files(files: dict[str, str], protected_entries: list[str]
     return {path: digest for path, digest in sorted(files.items()) if is_protected(protected_entries, path)}
 
 
+# The repository's Python files read to follow protected definitions; a larger repository is
+# followed through its first files in path order and the rest stay covered by file hashes only.
+MAX_SOURCE_FILES = 2000
+
+
 def protected_sources_needed(state: SupervisorState) -> list[str]:
-    """The protected Python files whose imports the protection record lists (empty once it exists)."""
+    """The Python files the protection record is computed from (empty once it exists): the protected
+    ones, whose imports it lists, and, when definitions are protected, every one they may refer to."""
     if state.protected_files is not None or state.snapshot_files is None or state.objective is None:
         return []
-    protected = protected_snapshot_files(state.snapshot_files, state.objective.protected_paths)
-    return [path for path in protected if path.endswith(".py")]
+    protected = [path for path in protected_snapshot_files(state.snapshot_files, state.objective.protected_paths) if path.endswith(".py")]
+    if not protected and len(state.objective.protected_locations) == len(state.objective.protected_paths):
+        return []
+    python = [path for path in sorted(state.snapshot_files) if path.endswith(".py")]
+    return list(dict.fromkeys([*protected, *python[:MAX_SOURCE_FILES]]))
+
+
+def protected_symbol_entries(objective: Objective, protected_sources: dict[str, str]) -> list[str]:
+    """The definitions whose code must not change: those the card names, and every top-level one of a
+    protected Python file, so that what they call elsewhere in the repository is covered too."""
+    named = [entry for entry in objective.protected_paths if "::" in entry]
+    derived: list[str] = []
+    for path, text in sorted(protected_sources.items()):
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            continue  # its file hash still protects it
+        derived += [f"{path}::{node.name}" for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+    return [*named, *derived]
 
 
 def evaluation_imports(sources: dict[str, str]) -> list[str]:
@@ -223,16 +250,20 @@ def evaluation_imports(sources: dict[str, str]) -> list[str]:
 def decide_protection(state: SupervisorState, campaign: str, sources: dict[str, str] | None = None) -> list[Event]:
     if state.protected_files is not None or state.snapshot_files is None or state.objective is None:
         return []
+    sources = sources or {}
     protected = protected_snapshot_files(state.snapshot_files, state.objective.protected_paths)
-    imports = evaluation_imports(sources or {})
+    protected_sources = {path: text for path, text in sources.items() if path in protected}
+    imports = evaluation_imports(protected_sources)
     guards = shadow_guards(state.objective, protected, imports, state.snapshot_files)
-    return [ProtectionEstablished(campaign=campaign, protected_files=protected, evaluation_imports=imports, shadow_guards=guards)]
+    # a named definition that does not exist raises ProtectionError: the campaign fails with it
+    symbols = symbol_digests(sources, protected_symbol_entries(state.objective, protected_sources))
+    return [ProtectionEstablished(campaign=campaign, protected_files=protected, evaluation_imports=imports, shadow_guards=guards, protected_symbols=symbols)]
 
 
 def protected_module_names(protected_entries: list[str], protected_files: dict[str, str]) -> set[str]:
     """Modules (and the packages holding them) that the evaluation protocol may import."""
     names: set[str] = set()
-    for path in [*protected_entries, *protected_files]:
+    for path in [*(entry.split("::", 1)[0] for entry in protected_entries), *protected_files]:
         name = module_name(path)
         if name is None:
             continue
@@ -243,7 +274,8 @@ def protected_module_names(protected_entries: list[str], protected_files: dict[s
 
 def import_roots(protected_entries: list[str], protected_files: dict[str, str]) -> set[str]:
     """Folders Python puts first on sys.path when it runs a protected script: the workspace and theirs."""
-    return {"."} | {import_root(path) for path in [*protected_entries, *protected_files] if path.endswith(".py")}
+    located = [entry.split("::", 1)[0] for entry in protected_entries]
+    return {"."} | {import_root(path) for path in [*located, *protected_files] if path.endswith(".py")}
 
 
 def shadow_guards(objective: Objective, protected_files: dict[str, str], imports: Iterable[str], snapshot_files: Iterable[str] = ()) -> list[str]:
@@ -560,6 +592,8 @@ def check_result(
     violations = protection_violations(entries, expected, job.protected_hashes)
     if violations:
         return rejected(violation_rule(violations, guards or []), {"violations": violations})
+    if job.changed_symbols:
+        return rejected("R2", {"reason": "the run changed protected code", "symbols": dict(sorted(job.changed_symbols.items()))})
     planted = planted_modules(objective, protected_files, job.created_files)
     if planted:
         return rejected("R2", {"reason": "the run left modules where the evaluation would import them", "paths": planted,
@@ -712,7 +746,7 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
         return [_refutation(nominated.campaign, nominated.idea_id, objective, [], [], "verification-impossible", reason)], []
     baseline_params = state.baseline_params if state.baseline_params is not None else objective.baseline_params
     # Verification runs also report any module that appeared where the evaluation would import it.
-    protected_paths = [*objective.protected_paths, *state_guards(state)]
+    protected_paths = [*objective.protected_locations, *state_guards(state)]
     planned = [(arm, seed, experiment_id, False) for arm, seed, experiment_id in experiments]
     planned += [(arm, seed, experiment_id, True) for arm, seed, experiment_id in canary_experiments(objective, nominated.attempt)]
     events: list[Event] = []
@@ -739,6 +773,7 @@ def plan_verification(state: SupervisorState, nominated: CandidateNominated) -> 
                 evaluate_command=objective.evaluate_command,
                 environment_bin=environment_bin,
                 protected_paths=protected_paths,
+                protected_symbols=dict(state.protected_symbols),
                 timeout_seconds=objective.timeout_seconds,
                 pool=state.pool,
                 canary=LabelCanary(path=labels.path, column=labels.column, seed=seed + CANARY_SEED_OFFSET) if canary and labels else None,

@@ -6,6 +6,7 @@ record lists the modules the evaluation imports (a file of that name must never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from faststream.nats import NatsBroker
@@ -29,9 +30,12 @@ from shared.contracts import (
     ResourcesPrepared,
 )
 from shared.runtime import Context, Outgoing, Output, ServiceRuntime
-from shared.workspace import read_member
+from shared.workspace import read_members
 
 log = logging.getLogger("autosota.supervisor")
+
+# A source file larger than this is generated code or data, not what a protected definition calls.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 CONSUMED = (
     "CampaignStarted, ResourcesPrepared, ObjectiveSet, BaselineRequested, ExperimentDispatched, IdeasProposed, "
@@ -70,13 +74,8 @@ async def protected_sources(state: SupervisorState, ctx: Context) -> dict[str, s
     except Exception as error:  # noqa: BLE001 - the audit still knows the standard library and protected names
         log.warning("snapshot %s unreadable, evaluation imports unknown: %s", state.snapshot_sha256[:12], error)
         return {}
-    sources: dict[str, str] = {}
-    for path in needed:
-        try:
-            sources[path] = read_member(snapshot, path).decode("utf-8", "replace")
-        except (FileNotFoundError, OSError):
-            continue
-    return sources
+    members = await asyncio.to_thread(read_members, snapshot, needed, MAX_SOURCE_BYTES)
+    return {path: data.decode("utf-8", "replace") for path, data in members.items()}
 
 
 def register(broker: NatsBroker, runtime: ServiceRuntime[SupervisorState]) -> None:

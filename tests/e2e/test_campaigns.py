@@ -133,7 +133,12 @@ def test_bad_papers_end_in_a_recorded_failure_with_a_clear_reason(settings: Sett
     absolute_link = tmp_path / "absolute-link"
     shutil.copytree(EXAMPLES / "tiny-forecaster", absolute_link, ignore=shutil.ignore_patterns("outputs"))
     (absolute_link / "host-passwords").symlink_to("/etc/passwd")
+    missing_symbol = tmp_path / "missing-symbol"
+    shutil.copytree(EXAMPLES / "tiny-forecaster", missing_symbol, ignore=shutil.ignore_patterns("outputs"))
+    card = missing_symbol / "autosota.toml"
+    card.write_text(card.read_text().replace('protected_paths = ["evaluate.py", "data/"]', 'protected_paths = ["evaluate.py::score_predictions", "data/"]'))
     cases = {
+        "missing-symbol": (missing_symbol, "evaluate.py has no function or class 'score_predictions'"),
         "huge-constraint": (huge_constraint, "at most 4000 characters"),
         "absolute-link": (absolute_link, "init failed handling ObjectiveSet"),
         "no-card": (no_card, "task card 'autosota.toml' not found"),

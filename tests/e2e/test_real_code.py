@@ -64,6 +64,11 @@ def test_real_repositories_run_as_they_are(settings: Settings, tmp_path: Path) -
         assert "--lr " in job.train_command and "--hidden " in job.train_command, job.train_command
         assert any(line.endswith("via flag --lr") for line in job.applied), job.applied
     assert "via flag --lr" in (settings.data_dir / "reports" / f"{flags[0]}.md").read_text()
+    # only the test function is protected, with what it calls in the repository's own modules
+    protection = next(e for e in flags[2] if e.event_type == "ProtectionEstablished")
+    assert {"train.py::test", "utils.py::accuracy", "utils.py::nll_loss"} <= set(protection.protected_symbols)  # type: ignore[attr-defined]
+    assert "train.py::train" not in protection.protected_symbols and "train.py" not in protection.protected_files  # type: ignore[attr-defined]
+    assert not [guard for guard in protection.shadow_guards if guard in ("models.py", "utils.py")]  # type: ignore[attr-defined]
 
     # YAML keys: the config is edited in the workspace copy; the metric is the results file's percent
     reproduced, baseline, ideas = baseline_and_ideas(config[2])

@@ -544,7 +544,8 @@ def test_protection_lists_the_modules_the_protected_code_imports() -> None:
         ResourcesPrepared(campaign=CAMPAIGN, snapshot_sha256="s" * 64, files=SNAPSHOT_FILES, size_bytes=1),
         ObjectiveSet(campaign=CAMPAIGN, objective=make_objective(), snapshot_sha256="s" * 64),
     )
-    assert protected_sources_needed(state) == ["evaluate.py"]
+    # the protected file, and every Python file its definitions may call
+    assert protected_sources_needed(state) == ["evaluate.py", "lib/evaluate_helpers.py", "train.py"]
     [established] = decide_protection(state, CAMPAIGN, {"evaluate.py": EVALUATE_SOURCE})
     assert established.evaluation_imports == ["csv", "importlib", "json", "math", "yaml"]  # type: ignore[attr-defined]
     # The guards are recorded with the protection, so a replay judges runs by the same list.
@@ -821,3 +822,24 @@ def test_a_module_the_paper_ships_is_no_shadow_guard_but_a_new_one_beside_it_is(
     guards = shadow_guards(make_objective(), PROTECTED, ["args", "models", "json"], snapshot)
     assert "args.py" not in guards and "models" not in guards
     assert {"json.py", "args.pyc", "models.py"} <= set(guards)  # a plant beside them is still caught
+
+
+def test_a_run_that_changed_a_protected_definition_is_rejected_under_r2_with_what_changed() -> None:
+    job = completed("idea-r1-0", purpose="idea", changed_symbols={"train.py::test": "its code changed in train.py"})
+    result = check_result(make_objective(), PROTECTED, job, purpose="idea", idea_id="r1-0", baseline_means=None)
+    assert isinstance(result, ResultRejected) and result.rule == "R2"
+    assert result.evidence == {"reason": "the run changed protected code", "symbols": {"train.py::test": "its code changed in train.py"}}
+
+
+def test_the_protection_record_follows_protected_files_and_named_definitions_into_the_repository() -> None:
+    objective = make_objective().model_copy(update={"protected_paths": ["evaluate.py", "train.py::score"]})
+    sources = {
+        "evaluate.py": "from helpers import rmse\n\ndef main():\n    print(rmse([1], [1]))\n",
+        "helpers.py": "def rmse(a, b):\n    return 0.0\n\ndef unrelated():\n    return 1\n",
+        "train.py": "def score(x):\n    return x\n\ndef train():\n    return 2\n",
+    }
+    state = SupervisorState(snapshot_files={path: "0" * 64 for path in sources}, objective=objective)
+    [established] = decide_protection(state, CAMPAIGN, sources)
+    symbols = set(established.protected_symbols)  # type: ignore[attr-defined]
+    assert {"evaluate.py::main", "helpers.py::rmse", "train.py::score"} <= symbols
+    assert "helpers.py::unrelated" not in symbols and "train.py::train" not in symbols
