@@ -56,6 +56,10 @@ _TEXT_ENTRY = re.compile(r"^\s*(?P<key>[^=:]+?)\s*[=:]\s*(?P<value>.*?)\s*$")
 _NUMBER_CALLS = frozenset({"tensor", "torch.tensor", "np.float32", "np.float64", "numpy.float32", "numpy.float64"})
 
 
+# A group that holds a quantifier and is itself quantified: `(\d+)+`, `(a*)*`, `(?:x+){2,}`.
+_NESTED_QUANTIFIER = re.compile(r"\((?:\?[:P<>=!\w]*)?[^()]*(?:[+*]|\{\d*,?\d*\})\)(?:[+*]|\{\d*,?\d*\})")
+
+
 class MetricsError(ValueError):
     pass
 
@@ -82,6 +86,8 @@ class MetricSource(BaseModel):
                 raise ValueError(f"the pattern for {name!r} has {regex.groups} groups; mark the number with (?P<value>...) or make the others (?:...)")
             if regex.fullmatch(""):
                 raise ValueError(f"the pattern for {name!r} matches the empty string")
+            if _NESTED_QUANTIFIER.search(pattern):
+                raise ValueError(f"the pattern for {name!r} repeats a repeated group, which can take exponential time on a hostile line; write it without the nesting")
         return patterns
 
     @field_validator("file")
@@ -91,6 +97,8 @@ class MetricSource(BaseModel):
             return None
         if file.startswith(("/", "\\", "~")) or PureWindowsPath(file).drive or ".." in re.split(r"[\\/]", file):
             raise ValueError(f"the results file must be a path inside the workspace, not {file!r}")
+        if "\0" in file or any(len(part) > 255 for part in re.split(r"[\\/]", file)):
+            raise ValueError("the results file's name holds a NUL byte or a part longer than 255 characters")
         if PurePosixPath(file).suffix.lower() not in FILE_FORMATS:
             raise ValueError(f"the results file {file!r} must end in one of {', '.join(FILE_FORMATS)}")
         return file
@@ -120,8 +128,18 @@ class MetricSource(BaseModel):
 
 
 def extract_metrics(output: str, source: MetricSource | None, read: Callable[[str], bytes | None]) -> dict[str, float]:
-    """The evaluation's metrics, in the paper's unit; `read(path)` gives a workspace file's bytes or None."""
-    source = source or MetricSource()
+    """The evaluation's metrics, in the paper's unit; `read(path)` gives a workspace file's bytes or None.
+    Whatever the output or the file holds, the only error is MetricsError."""
+    try:
+        return _extract(output, source or MetricSource(), read)
+    except MetricsError:
+        raise
+    except (ValueError, OverflowError, RecursionError, MemoryError, OSError, RuntimeError) as error:
+        # a 5000-digit number, JSON nested 100000 deep, a results file that is a symlink loop
+        raise MetricsError(f"the metrics could not be read: {type(error).__name__}: {str(error)[:300]}") from None
+
+
+def _extract(output: str, source: MetricSource, read: Callable[[str], bytes | None]) -> dict[str, float]:
     if source.is_default:
         return {name: _converted(name, value, False, source.scale) for name, value in _json_line_metrics(output).items()}
     metrics: dict[str, float] = {}

@@ -23,7 +23,7 @@ import docker
 from docker.errors import DockerException, NotFound
 from docker.types import DeviceRequest
 
-from shared.sandbox import NUMERIC_THREADS, Isolation, LineSink, Limits, Outcome
+from shared.sandbox import LINE_BYTES_KEPT, MEMORY_SETTING, NUMERIC_THREADS, Isolation, KilledFor, LineSink, Limits, Outcome
 
 DEFAULT_IMAGE = "localhost/autosota/experiment:latest"
 WORKSPACE = Path("/workspace")
@@ -85,6 +85,8 @@ class DockerSandbox:
             config["memswap_limit"] = limits.memory_bytes
         if limits.cpus:
             config["nano_cpus"] = int(limits.cpus * 1e9)
+        if limits.processes:
+            config["pids_limit"] = limits.processes
         if limits.gpu_devices:
             config["device_requests"] = [DeviceRequest(device_ids=list(limits.gpu_devices), capabilities=[["gpu"]])]
         return config
@@ -126,6 +128,14 @@ class DockerSandbox:
         except TimeoutError:
             timed_out = True
         finally:
+            out_of_memory = False
+            if exit_code is not None:
+                with contextlib.suppress(DockerException):
+                    await asyncio.to_thread(container.reload)
+                    out_of_memory = bool(container.attrs.get("State", {}).get("OOMKilled"))
+                # the engine flags only its first process; inside a container with no one else to
+                # send it, a SIGKILL (the shell's 128 + 9) is the kernel's out-of-memory killer
+                out_of_memory = out_of_memory or (exit_code == 137 and bool(limits.memory_bytes))
             if exit_code is None:  # past its time limit, or the job was cancelled
                 with contextlib.suppress(DockerException):
                     await asyncio.shield(asyncio.to_thread(container.kill))
@@ -139,7 +149,20 @@ class DockerSandbox:
         if timed_out:
             tail.append(f"[killed after the {limits.wall_seconds:g} s time limit]")
         mode = "docker: " + ("network kept" if isolation.network else "no network") + ", read-only root"
-        return Outcome(None if timed_out else exit_code, timed_out, "\n".join(tail), truncated, time.monotonic() - started, mode)
+        killed_for: KilledFor | None = "time" if timed_out else ("memory" if out_of_memory else None)
+        if killed_for == "memory":
+            tail.append(f"[killed at the container's memory limit of {limits.memory_bytes} bytes: {MEMORY_SETTING} sets it]")
+        return Outcome(None if timed_out else exit_code, timed_out, "\n".join(tail), truncated, time.monotonic() - started, mode, container_limits(limits), killed_for)
+
+
+def container_limits(limits: Limits) -> str:
+    """What the container is held to, for the record: its own cgroup, so the job's whole tree."""
+    parts = [f"memory {limits.memory_bytes / 1024**3:g} GiB" if limits.memory_bytes else "no memory limit"]
+    if limits.processes:
+        parts.append(f"{limits.processes} processes")
+    if limits.cpus:
+        parts.append(f"{limits.cpus:g} CPUs")
+    return "docker container: " + ", ".join(parts)
 
 
 async def _wait(container: Any) -> int:
@@ -163,7 +186,10 @@ def _stream_lines(container: Any, lines: asyncio.Queue[str | None], loop: asynci
             pending += chunk
             *complete, pending = pending.split(b"\n")
             for raw in complete:
-                loop.call_soon_threadsafe(lines.put_nowait, raw.decode("utf-8", "replace").rstrip("\r"))
+                loop.call_soon_threadsafe(lines.put_nowait, raw[:LINE_BYTES_KEPT].decode("utf-8", "replace").rstrip("\r"))
+            # one endless line costs no more memory than a short one: keep its start, count the rest
+            if len(pending) > 2 * LINE_BYTES_KEPT:
+                pending = pending[:LINE_BYTES_KEPT]
             if stop.is_set():
                 break
     except Exception:  # noqa: BLE001 - the container went away; what was read is kept

@@ -93,3 +93,34 @@ def test_the_container_config_carries_the_limits(docker_url: str, tmp_path: Path
     assert {v["bind"]: v["mode"] for v in config["volumes"].values()} == {"/workspace": "rw", "/workspace/evaluate.py": "ro"}
     assert json.dumps(config["labels"]) == json.dumps({"autosota.runner": "runner-x"})
     assert asyncio.iscoroutinefunction(sandbox.run)
+
+
+async def test_a_container_job_is_bounded_for_its_whole_tree_and_says_which_limit_ended_it(docker_url: str, tmp_path: Path) -> None:
+    from shared.sandbox import Isolation, Limits
+    from shared.sandboxes.docker import DockerSandbox
+
+    sandbox = DockerSandbox(base_url=docker_url, owner="runner-limits")
+    (tmp_path / "hog.py").write_text(
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        hog = b'x' * (300 * 2**20)\n"  # 900 MiB for the job, 300 MiB per process
+        "        time.sleep(20)\n"
+        "        os._exit(0)\n"
+        "statuses = [os.wait()[1] for _ in range(3)]\n"
+        "raise SystemExit(f'workers died: {statuses}' if any(statuses) else 0)\n"  # as a worker pool does
+    )
+    (tmp_path / "bomb.py").write_text("import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(20)\n        os._exit(0)\n")
+    (tmp_path / "big.py").write_text("hog = b'x' * (900 * 2**20)\n")
+    (tmp_path / "line.py").write_text("import sys\nsys.stdout.write('x' * (200 * 2**20))\n")
+    limits = Limits(wall_seconds=30, memory_bytes=512 * 2**20, processes=32)
+    hog = await sandbox.run("python hog.py", tmp_path, "", {}, limits, Isolation())
+    bomb = await sandbox.run("python bomb.py", tmp_path, "", {}, limits, Isolation())
+    line = await sandbox.run("python line.py", tmp_path, "", {}, limits, Isolation())
+    big = await sandbox.run("python big.py", tmp_path, "", {}, limits, Isolation())
+    assert big.killed_for == "memory" and "AUTOSOTA_RUNNER_MEMORY_BYTES sets it" in big.output_tail, big
+    # the kernel kills the container's largest process at the limit; the job fails instead of holding more
+    assert not hog.ok and "workers died" in hog.output_tail, hog
+    assert hog.limits_applied == "docker container: memory 0.5 GiB, 32 processes"
+    assert not bomb.ok and bomb.duration_seconds < 25 and "Resource temporarily unavailable" in bomb.output_tail, bomb
+    assert line.ok and len(line.output_tail) < 10_000, len(line.output_tail)
