@@ -43,7 +43,7 @@ from services.runner.results import JobResults
 from shared.brain import failure_signature
 from shared.metrics import MetricsError, extract_metrics
 from shared.parameters import Applied, ParameterApplyError, apply_parameters
-from shared.protection import changed_symbols
+from shared.protection import changed_symbols, decode_source
 from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
@@ -309,16 +309,23 @@ class Runner:
                 return failed(item, self.name, "train", _why(trained, limits), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
             evaluated = trained  # a script that trains and tests prints its metrics as it ends
             if item.evaluate_command.strip():
+                # the results file is the evaluation's to write: one the training left is not read
+                await asyncio.to_thread(_remove_results_file, workspace, item)
                 evaluated = await self.sandbox.run(item.evaluate_command, workspace, environment_bin, env, limits, isolation, sink)
                 spent += evaluated.duration_seconds
                 if not evaluated.ok:
                     return failed(item, self.name, "evaluate", _why(evaluated, limits), failure_signature(evaluated.output_tail), evaluated.exit_code, evaluated.output_tail, spent)
             try:
-                metrics = extract_metrics(evaluated.output_tail, item.metrics, workspace_reader(workspace))
+                # off the event loop and bounded: a card's pattern may meet a line that makes it slow
+                reading = asyncio.to_thread(extract_metrics, evaluated.output_tail, item.metrics, workspace_reader(workspace))
+                metrics = await asyncio.wait_for(reading, timeout=METRICS_SECONDS)
             except MetricsError as error:
                 return failed(item, self.name, "metrics", str(error), "metrics-unparsable", 0, evaluated.output_tail, spent)
+            except TimeoutError:
+                return failed(item, self.name, "metrics", f"reading the metrics took more than {METRICS_SECONDS:g} s; simplify the card's patterns", "metrics-too-slow", 0, evaluated.output_tail, spent)
             hashes = await asyncio.to_thread(hash_paths, workspace, item.protected_paths)
             changed = await asyncio.to_thread(changed_protected_code, workspace, shipped, item.protected_symbols) if item.protected_symbols else {}
+
             return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, applied, changed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
@@ -439,13 +446,25 @@ def python_sources(workspace: Path) -> dict[str, str]:
             break
         if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_SOURCE_BYTES:
             continue
-        found[path.relative_to(root).as_posix()] = path.read_bytes().decode("utf-8", "replace")
+        found[path.relative_to(root).as_posix()] = decode_source(path.read_bytes())
     return found
 
 
 def changed_protected_code(workspace: Path, shipped: dict[str, str], digests: dict[str, str]) -> dict[str, str]:
-    """Each protected definition the run's workspace no longer matches, with how."""
-    return {symbol: why[:500] for symbol, why in changed_symbols(shipped, python_sources(workspace), digests)}
+    """Each protected definition the run's workspace no longer matches, with how; code that cannot
+    be checked counts as changed."""
+    try:
+        return {symbol: why[:500] for symbol, why in changed_symbols(shipped, python_sources(workspace), digests)}
+    except Exception as error:  # noqa: BLE001 - fail closed: an unreadable workspace proves nothing
+        return dict.fromkeys(digests, f"the protected code could not be checked: {type(error).__name__}: {str(error)[:300]}")
+
+
+def _remove_results_file(workspace: Path, item: WorkItem) -> None:
+    if item.metrics is None or item.metrics.file is None:
+        return
+    target = workspace / item.metrics.file
+    if target.is_symlink() or target.is_file():
+        target.unlink()
 
 
 def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:
@@ -465,7 +484,15 @@ def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:
             raise ParameterApplyError(f"{path} is not a file in the workspace")
         return data
 
-    applied = apply_parameters(read_config, item.train_command, values, applications)
+    for name, application in applications.items():
+        if application.file is not None and (workspace / application.file).is_symlink():
+            raise ParameterApplyError(f"{application.file} (parameter {name}) is a symbolic link; a parameter edits the file itself")
+    try:
+        applied = apply_parameters(read_config, item.train_command, values, applications)
+    except ParameterApplyError:
+        raise
+    except (ValueError, OverflowError, RecursionError, MemoryError, OSError, RuntimeError) as error:
+        raise ParameterApplyError(f"{type(error).__name__}: {str(error)[:300]}") from None
     root = workspace.resolve()
     for path, text in applied.files.items():
         target = (root / path).resolve()
@@ -478,6 +505,7 @@ def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:
 # A results file is a few numbers and a config a few pages; anything larger is not what the card meant.
 RESULTS_FILE_LIMIT = 16 * 1024 * 1024
 CONFIG_FILE_LIMIT = 4 * 1024 * 1024
+METRICS_SECONDS = 20.0
 
 
 def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callable[[str], bytes | None]:
@@ -486,7 +514,10 @@ def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callab
     root = workspace.resolve()
 
     def read(path: str) -> bytes | None:
-        target = (root / path).resolve()
+        try:
+            target = (root / path).resolve()
+        except (OSError, RuntimeError):  # a symbolic link loop
+            return None
         if not target.is_relative_to(root) or not target.is_file():
             return None
         if target.stat().st_size > limit:

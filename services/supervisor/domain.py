@@ -480,7 +480,10 @@ def param_findings(objective: Objective, params: dict[str, Any]) -> list[Finding
 def audit_idea(objective: Objective, protected_files: dict[str, str], idea: Idea, imports: Iterable[str] = ()) -> Verdict:
     """(cleared, rule, evidence) for one proposed idea: the first red line it crosses, and any others."""
     findings = param_findings(objective, idea.params)
-    if idea.patch:
+    if idea.patch and not objective.evaluate_command.strip():
+        # the training script prints the metrics itself: changed code could print any number
+        findings.append(("R2", {"reason": "a code change needs an evaluation command of its own; this paper's training prints its metrics, so only parameters may change"}))
+    elif idea.patch:
         findings += patch_findings(objective, protected_files, imports, idea.patch)
     if not findings:
         return CLEARED

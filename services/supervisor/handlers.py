@@ -30,6 +30,7 @@ from shared.contracts import (
     ResourcesPrepared,
 )
 from shared.runtime import Context, Outgoing, Output, ServiceRuntime
+from shared.protection import decode_source
 from shared.workspace import read_members
 
 log = logging.getLogger("autosota.supervisor")
@@ -75,7 +76,7 @@ async def protected_sources(state: SupervisorState, ctx: Context) -> dict[str, s
         log.warning("snapshot %s unreadable, evaluation imports unknown: %s", state.snapshot_sha256[:12], error)
         return {}
     members = await asyncio.to_thread(read_members, snapshot, needed, MAX_SOURCE_BYTES)
-    return {path: data.decode("utf-8", "replace") for path, data in members.items()}
+    return {path: decode_source(data) for path, data in members.items()}
 
 
 def register(broker: NatsBroker, runtime: ServiceRuntime[SupervisorState]) -> None:

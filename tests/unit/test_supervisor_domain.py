@@ -843,3 +843,11 @@ def test_the_protection_record_follows_protected_files_and_named_definitions_int
     symbols = set(established.protected_symbols)  # type: ignore[attr-defined]
     assert {"evaluate.py::main", "helpers.py::rmse", "train.py::score"} <= symbols
     assert "helpers.py::unrelated" not in symbols and "train.py::train" not in symbols
+
+
+def test_a_code_change_is_refused_where_the_training_prints_its_own_metrics() -> None:
+    objective = make_objective().model_copy(update={"evaluate_command": ""})
+    patch = edit("train.py", "print('Test set results: loss= 0.0 accuracy= 0.99')")
+    cleared, rule, evidence = audit_idea(objective, PROTECTED, Idea(idea_id="r1-0", params={}, patch=patch, kind="CODE"))
+    assert (cleared, rule) == (False, "R2") and "evaluation command of its own" in evidence["reason"]
+    assert audit_idea(objective, PROTECTED, Idea(idea_id="r1-1", params={"learning_rate": 0.02}))[0]  # parameters still may
