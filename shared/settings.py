@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.subjects import Subjects
 
 POSTGRES_IDENTIFIER_MAX = 63
+
+
+def user_cache_dir() -> Path:
+    """Where this user's caches live: $XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 class Settings(BaseSettings):
@@ -65,6 +71,12 @@ class Settings(BaseSettings):
     sandbox_confine: bool = True
     docker_url: str = ""
     docker_image: str = "localhost/autosota/experiment:latest"
+    # init: built environments, shared by every stack and runner of this user on this machine
+    env_cache_dir: Path = Field(default_factory=lambda: user_cache_dir() / "autosota" / "envs")
+    # init: "uv" (python -m venv and pip where uv is missing or fails), or "pip" only
+    env_builder: Literal["uv", "pip"] = "uv"
+    # init: folders of local wheels the installers may take (os.pathsep between them); unset: the find-links of pip's configuration
+    wheel_dirs: str | None = None
     # monitor: a dead end is the same failure this many times in a row, or no progress for this long
     dead_end_repeats: int = Field(default=3, ge=2)
     dead_end_seconds: float = Field(default=1800.0, gt=0)

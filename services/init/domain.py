@@ -1,5 +1,11 @@
 """What init decides: which environment a paper needs, and what follows a smoke run or a repair.
 
+Every paper gets an isolated environment of its own, whatever its requirements: a virtual
+environment on the system interpreter's Python that does not see the system's packages and holds
+exactly the paper's resolved requirements (an empty list gives an empty environment; nothing of the
+system's packages leaks in, so a paper's pins never mix with them). The pool the campaign runs on
+chooses the build variant (CPU builds of torch on a CPU pool).
+
 The environment's specification is the paper's requirements plus the repairs kept so far. A
 repair is kept when the failure it was proposed for does not come back after it; a repair after
 which the same failure returns, or that could not be applied, is dropped from the specification
@@ -12,10 +18,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from shared.contracts import (
     BaselineRequested,
+    CampaignStarted,
     EnvironmentFailed,
     EnvironmentReady,
     EnvironmentSpecified,
@@ -26,7 +31,7 @@ from shared.contracts import (
     RepairProposed,
 )
 
-RELEVANT = frozenset({"ObjectiveSet", "EnvironmentSpecified", "EnvironmentReady", "EnvironmentFailed", "RepairProposed", "RepairExhausted"})
+RELEVANT = frozenset({"CampaignStarted", "ObjectiveSet", "EnvironmentSpecified", "EnvironmentReady", "EnvironmentFailed", "RepairProposed", "RepairExhausted"})
 MAX_ATTEMPTS = 6
 
 
@@ -42,6 +47,8 @@ class InitState:
     repairs: list[str] = field(default_factory=list)
     trial: tuple[str, str] | None = None  # (signature, repair) being tried
     handled_repairs: set[str] = field(default_factory=set)
+    pool: str = "cpu"
+    reasons: dict[str, str] = field(default_factory=dict)  # repair -> the failure signature it was proposed for
 
 
 class InitDomain:
@@ -51,7 +58,9 @@ class InitDomain:
         return InitState()
 
     def evolve(self, state: InitState, event: Event) -> InitState:
-        if isinstance(event, ObjectiveSet):
+        if isinstance(event, CampaignStarted):
+            state.pool = event.pool
+        elif isinstance(event, ObjectiveSet):
             state.objective, state.snapshot_sha256 = event.objective, event.snapshot_sha256
         elif isinstance(event, EnvironmentSpecified):
             state.kind, state.spec_sha256 = event.kind, event.spec_sha256
@@ -70,6 +79,7 @@ class InitDomain:
         elif isinstance(event, RepairProposed):
             state.handled_repairs.add(str(event.event_id))
             state.trial = (event.signature, f"{event.action} {event.argument}")
+            state.reasons[f"{event.action} {event.argument}"] = event.signature
         return state
 
 
@@ -77,30 +87,14 @@ def spec_digest(requirements: list[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(requirements)).encode()).hexdigest()
 
 
-def unsatisfied(requirements: list[str], installed: dict[str, str | None]) -> list[str]:
-    """Requirements the given interpreter's installed distributions do not meet."""
-    missing: list[str] = []
-    for line in requirements:
-        try:
-            requirement = Requirement(line)
-        except InvalidRequirement:
-            missing.append(line)
-            continue
-        if requirement.marker is not None and not requirement.marker.evaluate():
-            continue
-        version = installed.get(requirement.name.lower().replace("_", "-"))
-        if version is None or (requirement.specifier and not requirement.specifier.contains(version, prereleases=True)):
-            missing.append(line)
-    return missing
-
-
-def specify(campaign: str, objective: Objective, missing: list[str]) -> EnvironmentSpecified:
+def specify(campaign: str, objective: Objective) -> EnvironmentSpecified:
+    """Always an isolated virtual environment; every requirement is installed in it, none taken from the system."""
     return EnvironmentSpecified(
         campaign=campaign,
-        kind="venv" if missing else "interpreter",
+        kind="venv",
         spec_sha256=spec_digest(objective.requirements),
         requirements=list(objective.requirements),
-        unsatisfied=missing,
+        unsatisfied=[],  # nothing is taken from the system interpreter, so nothing is measured against it
     )
 
 

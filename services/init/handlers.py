@@ -1,25 +1,26 @@
-"""Bus handlers of init: build or reuse an environment by its specification, smoke-run it, apply repairs.
+"""Bus handlers of init: provide an environment for a specification, smoke-run it, apply repairs.
 
-An environment is a virtual environment layered over this interpreter's packages (so only what
-the paper needs beyond them is installed, with pip), plus a manifest holding the code patch and
-time factor that repairs added. It lives under `envs/<key>` where the key hashes the whole
-specification, and is reused as it is whenever the same specification comes again.
+An environment is an isolated virtual environment holding exactly the paper's resolved
+requirements, built with uv into the machine-wide cache (`AUTOSOTA_ENV_CACHE_DIR`) and reused by
+every campaign whose requirements resolve the same (`services/init/environments.py`). A
+specification sees it through its own view under `<data_dir>/envs/<spec>-<environment>`, whose
+manifest holds the code patch and time factor that repairs added, and how the environment was
+built; the view's bin/ is what runners run.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import shlex
+import asyncio
 import shutil
 import sys
-import sysconfig
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from faststream.nats import NatsBroker
 
-from services.init.domain import InitState, after_exhausted, after_smoke, repairs_to_apply, specify, unsatisfied
+from services.init.domain import InitState, after_exhausted, after_smoke, repairs_to_apply, specify
+from services.init.environments import BUILD_LIMITS, Toolchain, expose, provide
 from services.init.repairs import (
     SOURCE_ACTIONS,
     RepairNotApplicable,
@@ -31,19 +32,14 @@ from services.init.repairs import (
     source_patch,
     timeout_factor,
 )
+from services.init.resolution import variant_of
 from shared.brain import failure_signature
 from shared.contracts import EnvironmentFailed, Event, Objective, ObjectiveSet, RepairExhausted, RepairProposed
 from shared.runtime import Context, Output, ServiceRuntime
 from shared.sandbox import Isolation, Limits, Outcome, run, sandbox_env
-from shared.workspace import EnvironmentManifest, read_manifest, unpack, write_manifest
+from shared.workspace import EnvironmentManifest, read_manifest, unpack
 
-BUILD_LIMITS = Limits(wall_seconds=900, memory_bytes=None)
 NO_SMOKE_COMMAND = "python -c \"import sys; print(sys.version)\""
-READY_MARK = ".autosota-ready"
-
-
-def installed_distributions() -> dict[str, str | None]:
-    return {(dist.metadata["Name"] or "").lower().replace("_", "-"): dist.version for dist in importlib.metadata.distributions()}
 
 
 @dataclass(frozen=True)
@@ -65,14 +61,11 @@ async def react(state: InitState, event: Event, ctx: Context) -> list[Output]:
 
 async def _prepare(state: InitState, event: ObjectiveSet, ctx: Context) -> list[Output]:
     objective = event.objective
-    missing = unsatisfied(objective.requirements, installed_distributions())
-    specified = specify(event.campaign, objective, missing)
-    built = Built(str(Path(sys.executable).parent), Outcome(0, False, "this interpreter", False, 0.0))
-    if missing:
-        built = await _environment(objective, event.snapshot_sha256, [], ctx)
-        if not built.outcome.ok:
-            failure = EnvironmentFailed(campaign=event.campaign, stage="build", signature=failure_signature(built.outcome.output_tail), error_tail=built.outcome.output_tail[-3000:], attempt=1, final=False)
-            return [specified, failure]
+    specified = specify(event.campaign, objective)
+    built = await _environment(objective, event.snapshot_sha256, [], state, ctx)
+    if not built.outcome.ok:
+        failure = EnvironmentFailed(campaign=event.campaign, stage="build", signature=failure_signature(built.outcome.output_tail), error_tail=built.outcome.output_tail[-3000:], attempt=1, final=False)
+        return [specified, failure]
     smoke = await _smoke(objective, event.snapshot_sha256, built, ctx)
     return [specified, *after_smoke(event.campaign, objective, built.environment_bin, smoke.ok, smoke.duration_seconds, smoke.output_tail, failure_signature(smoke.output_tail), state.attempts + 1, [])]
 
@@ -81,7 +74,7 @@ async def _repair(state: InitState, event: RepairProposed, ctx: Context) -> list
     objective = state.objective
     assert objective is not None and state.snapshot_sha256 is not None
     repairs = repairs_to_apply(state)
-    built = await _environment(objective, state.snapshot_sha256, repairs, ctx)
+    built = await _environment(objective, state.snapshot_sha256, repairs, state, ctx)
     if not built.outcome.ok:
         tail = built.outcome.output_tail
         return list(after_smoke(event.campaign, objective, "", False, 0, tail, _signature_of(tail), state.attempts + 1, repairs, stage="repair"))
@@ -94,36 +87,35 @@ def _signature_of(tail: str) -> str:
     return first if first.startswith("repair not applicable:") else failure_signature(tail)
 
 
-async def _environment(objective: Objective, snapshot_sha256: str, repairs: list[str], ctx: Context) -> Built:
-    """The environment of this specification: found by its key, else built and marked ready."""
+async def _environment(objective: Objective, snapshot_sha256: str, repairs: list[str], state: InitState, ctx: Context) -> Built:
+    """The specification's view of its environment: found by its key, else made over the cached environment."""
     parsed = [parse_repair(text) for text in repairs]
     requirements = effective_requirements(objective.requirements, parsed)
-    key = environment_key(requirements, parsed, snapshot_sha256, sys.executable)
-    root = _envs(ctx) / (f"{key[:16]}-repaired" if repairs else key[:16])
-    if (root / READY_MARK).exists():
-        return Built(str(root / "bin"), Outcome(0, False, f"cached environment {root.name}", False, 0.0), read_manifest(root / "bin"))
     patch = ""
     if any(action in SOURCE_ACTIONS for action, _ in parsed):
         try:
             patch = await _code_patch(objective, snapshot_sha256, parsed, ctx)
         except RepairNotApplicable as error:
             return Built("", Outcome(1, False, f"repair not applicable: {error}", False, 0.0))
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    created = await run(f"{shlex.quote(sys.executable)} -m venv --without-pip {shlex.quote(str(root))}", root.parent, sandbox_env(str(Path(sys.executable).parent)), BUILD_LIMITS)
-    if not created.ok:
-        return Built("", created)
-    _overlay_current_interpreter(root)
-    missing = unsatisfied(requirements, installed_distributions())
-    if missing:
-        listed = " ".join(shlex.quote(line) for line in missing)
-        installed = await run(f"python -m pip install --disable-pip-version-check -q {listed}", root.parent, sandbox_env(str(root / "bin")), BUILD_LIMITS)
-        if not installed.ok:
-            return Built("", installed)
-    manifest = EnvironmentManifest(spec_sha256=key, requirements=tuple(requirements), repairs=tuple(repairs), source_patch=patch, timeout_factor=timeout_factor(parsed))
-    write_manifest(root, manifest)
-    (root / READY_MARK).write_text("ok\n")
-    return Built(str(root / "bin"), Outcome(0, False, f"built environment {root.name}", False, created.duration_seconds), manifest)
+    provided = await provide(requirements, Toolchain.here(ctx.settings, variant_of(state.pool)))
+    if not provided.outcome.ok or provided.root is None:
+        return Built("", provided.outcome)
+    key = environment_key(requirements, parsed, snapshot_sha256, sys.executable)
+    name = f"{key[:16]}-{provided.key[:8]}" + ("-repaired" if repairs else "")
+    manifest = EnvironmentManifest(
+        spec_sha256=key,
+        requirements=tuple(requirements),
+        repairs=tuple(repairs),
+        source_patch=patch,
+        timeout_factor=timeout_factor(parsed),
+        repair_reasons=tuple(state.reasons.get(text, "") for text in repairs),
+        environment_sha256=provided.key,
+        builder=provided.builder,
+        python=sys.version.split()[0],
+        resolved=provided.pinned or (),
+    )
+    view = await asyncio.to_thread(expose, provided.root, _envs(ctx) / name, manifest)
+    return Built(str(view / "bin"), provided.outcome, read_manifest(view / "bin"))
 
 
 async def _code_patch(objective: Objective, snapshot_sha256: str, repairs: list[tuple[str, str]], ctx: Context) -> str:
@@ -137,13 +129,6 @@ async def _code_patch(objective: Objective, snapshot_sha256: str, repairs: list[
             except UnicodeDecodeError:
                 continue
     return source_patch(sources, rewrite_sources(sources, repairs))
-
-
-def _overlay_current_interpreter(venv: Path) -> None:
-    """Let the environment see what the current interpreter already has, below its own packages."""
-    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    for site in (venv / "lib").glob("python*/site-packages"):
-        (site / "_autosota_base.pth").write_text("\n".join(sorted(paths)) + "\n")
 
 
 async def _smoke(objective: Objective, snapshot_sha256: str, built: Built, ctx: Context) -> Outcome:

@@ -1,7 +1,8 @@
 """How a repair changes an environment's specification: its requirements, its code, its time.
 
 Pure functions. A specification is the paper's requirements plus the repairs applied so far, in
-order. Package repairs rewrite the requirement list; code repairs (a forced CPU device, a
+order. Package repairs rewrite the requirement list (a stale pin that does not resolve is relaxed:
+dropped, or turned into the lower bound the repair names); code repairs (a forced CPU device, a
 relinked data path, a smaller batch) rewrite the paper's unprotected source files and travel as
 one patch; a time repair multiplies the time limit. Equal specifications have equal keys, so an
 environment is built once and found again by its key.
@@ -54,15 +55,26 @@ def _name(requirement: str) -> str | None:
         return match.group(1).lower().replace("_", "-") if match else None
 
 
+def _bounded(requirement: str) -> bool:
+    try:
+        return bool(Requirement(requirement).specifier)
+    except InvalidRequirement:
+        return False
+
+
 def effective_requirements(base: Iterable[str], repairs: Iterable[Repair]) -> list[str]:
-    """The requirement list after the package repairs, in order (a later one wins)."""
+    """The requirement list after the package repairs, in order (a later one wins).
+
+    `relax_requirement numpy` drops the pin of numpy; `relax_requirement numpy>=1.21` replaces it with that bound.
+    """
     requirements = [line.strip() for line in base if line.strip()]
     for action, argument in repairs:
         if action not in PACKAGE_ACTIONS:
             continue
         name = _name(argument)
         if action == "relax_requirement":
-            requirements = [name or argument if _name(line) == name else line for line in requirements]
+            relaxed = argument.strip() if _bounded(argument) else name or argument
+            requirements = [relaxed if _name(line) == name else line for line in requirements]
             continue
         kept = [line for line in requirements if _name(line) != name]
         requirements = [*kept, argument]
