@@ -45,10 +45,13 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import io
 import keyword
 import posixpath
+import tokenize
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -63,10 +66,22 @@ _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _DEFINITIONS = (*_FUNCTIONS, ast.ClassDef)
 _SCOPES = (*_DEFINITIONS, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 ScopeNames = dict[ast.AST, tuple[frozenset[str], frozenset[str]]]  # a scope's (local names, names declared global)
+_PATHOLOGICAL = (RecursionError, MemoryError, OverflowError)  # what parsing or walking code too deep or too large raises
 
 
 class ProtectionError(ValueError):
     """A protected entry that names nothing, or code that cannot be read."""
+
+
+def decode_source(data: bytes) -> str:
+    """A Python file's text as the interpreter reads it: in the encoding its BOM or `# coding:` line declares
+    (PEP 263), so that `# coding: raw_unicode_escape` turns a `\\u000a` in a comment into a new line; UTF-8
+    with replacement where that codec is unknown or fails (the interpreter refuses such a file)."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+    except (SyntaxError, LookupError, ValueError):  # UnicodeDecodeError is a ValueError
+        return data.decode("utf-8", errors="replace")
 
 
 def split_entry(entry: str) -> tuple[str, str | None]:
@@ -92,48 +107,69 @@ def covered_files(digests: Iterable[str]) -> set[str]:
 
 
 def symbol_digests(sources: Mapping[str, str], entries: Iterable[str]) -> dict[str, str]:
-    """Each protected symbol and everything in the repository it depends on, `path::qualname` -> sha256."""
+    """Each protected symbol and everything in the repository it depends on, `path::qualname` -> sha256.
+    Raises ProtectionError, and nothing else, where an entry names nothing or the code it needs cannot be read."""
     repository = _Repository(sources)
     pending: list[Symbol] = []
     for entry in entries:
         path, qualname = split_entry(entry)
         if qualname is not None:
-            repository.require(path, qualname)
+            with _reading(entry):
+                repository.require(path, qualname)
             pending.append((path, qualname))
     digests: dict[str, str] = {}
     while pending:
         path, qualname = pending.pop()
         symbol = f"{path}{SEPARATOR}{qualname}"
         if symbol not in digests:
-            records = repository.records(path, qualname)
-            digests[symbol] = _digest(records)
-            pending.extend(repository.dependencies(records))
+            with _reading(symbol):
+                records = repository.records(path, qualname)
+                digests[symbol] = _digest(records)
+                pending.extend(repository.dependencies(records))
     return dict(sorted(digests.items()))
 
 
 def changed_symbols(before: Mapping[str, str], after: Mapping[str, str], digests: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(symbol, why) for each recorded symbol that the sources `after` a patch no longer match."""
+    """(symbol, why) for each recorded symbol that the sources `after` a patch no longer match. Code that
+    cannot be checked counts as a change: a file gone, or one the patch changed that cannot be parsed."""
     parses = _Parses()
-    now, then = _Repository(after, parses), _Repository(before, parses)
+    then = _Repository(before, parses)
+    now = _Repository(after, parses, baseline=then.sources)
     changes = []
     for symbol, recorded in digests.items():
         path, qualname = split_entry(symbol)
         if qualname is None:
             continue
         try:
-            records = now.records(path, qualname)
-        except ProtectionError as error:  # the file is gone or no longer parses
+            with _reading(symbol):
+                records = now.records(path, qualname)
+                digest = _digest(records)
+        except ProtectionError as error:  # the file is gone or no longer parses, or a write to it may hide in one
             changes.append((symbol, str(error)))
             continue
-        if _digest(records) != recorded:
+        if digest != recorded:
             changes.append((symbol, _explain(then, path, qualname, records)))
     return sorted(changes)
+
+
+def _failure(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+@contextmanager
+def _reading(symbol: str) -> Iterator[None]:
+    """Code too deep or too large to walk is a ProtectionError about the symbol, not a crash."""
+    try:
+        yield
+    except _PATHOLOGICAL as error:
+        raise ProtectionError(f"{describe(symbol)} could not be read: {_failure(error)}") from None
 
 
 def _explain(then: _Repository, path: str, qualname: str, records: list[_Record]) -> str:
     try:
         earlier = then.records(path, qualname)
-    except ProtectionError:
+        _counted(earlier)
+    except (ProtectionError, *_PATHOLOGICAL):
         return "its code changed"
     if _defines(earlier, qualname) and not _defines(records, qualname):
         return f"it is no longer defined in {path}"
@@ -178,26 +214,100 @@ def _read_chain(node: ast.AST) -> Chain | None:
     return (node.id, *reversed(attributes)) if isinstance(node, ast.Name) else None
 
 
-def _container_chain(node: ast.AST) -> Chain | None:
-    """The named object an expression is part of: `a.x[0].y` is part of a.x."""
+def _whole(chain: Chain) -> Chain:
+    """`utils.__dict__` is utils itself: a write through a namespace is a write to its object."""
+    return chain[: next((i for i, part in enumerate(chain) if i and part == "__dict__"), len(chain))]
+
+
+def _mentions(roots: list[ast.AST], shadowed: frozenset[str] = frozenset()) -> set[Chain]:
+    """The objects of module scope the roots name, each by its longest chain: `f(utils.accuracy, x)` names f,
+    utils.accuracy and x; a lambda or comprehension names everything it reads, a definition what it holds (its
+    decorators, defaults and class attributes: not a function's body, nor the bases, whose members a class's
+    members are followed to on their own)."""
+    chains: set[Chain] = set()
+    inner: set[int] = set()  # the bases of chains taken already: utils in utils.accuracy
+    for node in _walk_scope(roots):
+        if isinstance(node, ast.ClassDef):
+            chains |= _mentions(node.body, shadowed)
+            inner.update(map(id, node.bases))
+        elif isinstance(node, _SCOPES) and not isinstance(node, _FUNCTIONS):
+            chains |= _reads(_inner_parts(node), *_nested_scope(node, shadowed))
+        elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
+            if id(node) not in inner and (chain := _read_chain(node)) and chain[0] not in shadowed:
+                chains.add(_whole(chain))
+            if isinstance(node, ast.Attribute):
+                inner.add(id(node.value))
+    return chains
+
+
+def _part_of(node: ast.AST) -> set[Chain]:
+    """The named objects an expression may be part of: `a.x[0].y` is part of a.x, `utils.__dict__[k]` of utils;
+    any other expression of whatever it names: `[labels][0]`, `labels.view(-1)`, `(u := utils)` and
+    `nullcontext(labels)` of labels or utils, and `a[i][j]` of i as well (an index may return itself)."""
     attributes: list[str] = []
+    keys: list[ast.AST] = []
     while isinstance(node, (ast.Attribute, ast.Subscript)):
-        attributes = [node.attr, *attributes] if isinstance(node, ast.Attribute) else []
+        if isinstance(node, ast.Subscript):
+            keys.append(node.slice)
+        attributes = [node.attr, *attributes] if isinstance(node, ast.Attribute) and node.attr != "__dict__" else []
         node = node.value
-    return (node.id, *attributes) if isinstance(node, ast.Name) else None
+    named = {(node.id, *attributes)} if isinstance(node, ast.Name) else _mentions([node])
+    return named | _mentions(keys)
 
 
-def _written_chain(node: ast.AST) -> Chain | None:
-    """What a node writes through: `utils.accuracy = f` writes utils.accuracy, `labels[i] = 0` labels."""
+_NAMESPACE_WRITES = {"update", "setdefault", "pop", "popitem", "clear", "__setitem__", "__delitem__", "__ior__"}
+
+
+def _attribute_setters(call: ast.Call) -> list[tuple[ast.expr, ast.expr | None]]:
+    """(object, name) for each attribute a call may set or delete: `setattr(o, n, v)`, `delattr(o, n)`,
+    `o.__setattr__(n, v)`, and `object.__setattr__(o, n, v)` or `type.__delattr__(o, n)` (told apart by
+    their number of arguments; with `*args`, both)."""
+    func, args = call.func, call.args
+    if not args:
+        return []
+    unbound = (args[0], args[1] if len(args) > 1 else None)
+    if isinstance(func, ast.Name) and func.id in ("setattr", "delattr"):
+        return [unbound]
+    if not isinstance(func, ast.Attribute) or func.attr not in ("__setattr__", "__delattr__"):
+        return []
+    starred = any(isinstance(argument, ast.Starred) for argument in args)
+    is_unbound = len(args) == (3 if func.attr == "__setattr__" else 2)
+    return [*([unbound] if starred or is_unbound else []), *([(func.value, args[0])] if starred or not is_unbound else [])]
+
+
+def _written(node: ast.AST) -> set[Chain]:
+    """What a node writes through: `utils.accuracy = f` and `setattr(utils, "accuracy", f)` write
+    utils.accuracy, `labels[i] = 0` and `[labels][0][i] = 0` labels, `utils.__dict__.update(...)` all of utils."""
     if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.ctx, (ast.Store, ast.Del)):
-        return _container_chain(node)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") and node.args:
-        chain = _container_chain(node.args[0])
-        name = node.args[1] if len(node.args) > 1 else None
-        if chain and isinstance(name, ast.Constant) and isinstance(name.value, str):
-            return (*chain, name.value)
-        return chain
-    return None
+        return _part_of(node.value if isinstance(node, ast.Subscript) else node)  # the index written is no part of it
+    if not isinstance(node, ast.Call):
+        return set()
+    chains: set[Chain] = set()
+    for target, name in _attribute_setters(node):
+        named = isinstance(name, ast.Constant) and isinstance(name.value, str)  # a computed name: all of the object
+        chains |= _part_of(ast.Attribute(target, name.value, ast.Store()) if named else target)
+    func = node.func
+    if isinstance(func, ast.Attribute) and func.attr in _NAMESPACE_WRITES:
+        namespace = func.value  # `utils.__dict__.update(accuracy=f)`, `vars(utils).update(...)`
+        if (isinstance(namespace, ast.Attribute) and namespace.attr == "__dict__") or (
+            isinstance(namespace, ast.Call) and isinstance(namespace.func, ast.Name) and namespace.func.id == "vars"
+        ):
+            chains |= _part_of(namespace)
+    return chains
+
+
+def _aliased(record: _Record) -> list[tuple[Chain, bool]]:
+    """What a module-level binding may make its name, each with whether exactly: `u = utils` (or `u: T = v =
+    utils`) makes u utils itself; any other binding may make it part of whatever it names, as `for L in
+    (labels,)`, `(L,) = (labels,)`, `L = labels.view(-1)` and `with nullcontext(labels) as L` do."""
+    node = record.node
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    if any(isinstance(target, ast.Name) and target.id == record.qualname for target in targets) and node.value is not None:
+        source = _read_chain(node.value)
+        if source and source[0] not in record.shadowed:
+            return [(_whole(source), True)]
+    roots = [node] if node is not None else [part for _, part in record.headers if part is not None]  # `for L in ...`
+    return [(chain, False) for chain in sorted(_mentions(roots, record.shadowed))]
 
 
 def _binds(node: ast.AST) -> set[str]:
@@ -296,9 +406,9 @@ def _writes(tree: ast.Module) -> Iterator[tuple[Chain, ast.AST, frozenset[str], 
             stack.extend((part, statement, scopes) for part in _outer_parts(node))
             stack.extend((part, statement, (*scopes, node)) for part in _inner_parts(node))
             continue
-        chain = _written_chain(node)
-        if chain and (found := _lookup(chain[0], scopes, names)) is not None:
-            yield chain, statement or node, *found
+        for chain in sorted(_written(node)):
+            if (found := _lookup(chain[0], scopes, names)) is not None:
+                yield chain, statement or node, *found
         stack.extend((child, statement, scopes) for child in ast.iter_child_nodes(node))
 
 
@@ -414,6 +524,10 @@ class _Record:
         return "\n".join([self.label or self.kind, *headers, _canonical(self.node), *map(repr, self.targets)])
 
     @cached_property
+    def aliases(self) -> list[tuple[Chain, bool]]:
+        return _aliased(self)
+
+    @cached_property
     def reads(self) -> frozenset[Chain]:
         roots = [part for _, part in self.headers if part is not None] + ([self.node] if self.node is not None else [])
         return frozenset(_reads(roots, self.shadowed))
@@ -457,28 +571,38 @@ class _Parses:
 
     def __init__(self) -> None:
         self.trees: dict[tuple[str, str], ast.Module | ProtectionError] = {}
-        self.found_writes: dict[int, list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]] = {}
+        self.found_writes: dict[int, list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]] | ProtectionError] = {}
 
     def tree(self, path: str, text: str) -> ast.Module | ProtectionError:
         if (path, text) not in self.trees:
             try:
                 self.trees[path, text] = ast.parse(text, filename=path)
-            except (SyntaxError, ValueError) as error:
+            except (SyntaxError, ValueError) as error:  # ValueError: null bytes, lone surrogates
                 self.trees[path, text] = ProtectionError(f"{path} does not parse: line {getattr(error, 'lineno', '?')}: {getattr(error, 'msg', error)}")
+            except _PATHOLOGICAL as error:  # `x = -----...1`, `a + a + ...` 3000 times
+                self.trees[path, text] = ProtectionError(f"{path} could not be parsed: {_failure(error)}")
         return self.trees[path, text]
 
-    def writes(self, tree: ast.Module) -> list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]:
+    def writes(self, path: str, tree: ast.Module) -> list[tuple[Chain, ast.AST, frozenset[str], list[ast.stmt]]]:
         if id(tree) not in self.found_writes:  # the trees are kept alive in self.trees, so an id is never reused
-            self.found_writes[id(tree)] = list(_writes(tree))
-        return self.found_writes[id(tree)]
+            try:
+                self.found_writes[id(tree)] = list(_writes(tree))
+            except _PATHOLOGICAL as error:
+                self.found_writes[id(tree)] = ProtectionError(f"{path} could not be searched for writes: {_failure(error)}")
+        found = self.found_writes[id(tree)]
+        if isinstance(found, ProtectionError):
+            raise found
+        return found
 
 
 class _Repository:
     """The repository's Python files, each parsed at most once."""
 
-    def __init__(self, sources: Mapping[str, str], parses: _Parses | None = None) -> None:
+    def __init__(self, sources: Mapping[str, str], parses: _Parses | None = None, baseline: Mapping[str, str] | None = None) -> None:
         self.sources = {posixpath.normpath(path): text for path, text in sources.items() if path.endswith(".py")}
         self.parses = parses or _Parses()
+        self.baseline = baseline  # the sources the digests were made from, where these are a patched copy
+        self.unsearched: list[str] = []  # why a file that differs from the baseline could not be searched for writes
         self.folders = {""} | {posixpath.dirname(path) for path in self.sources}
         for folder in list(self.folders):
             while folder:
@@ -569,8 +693,11 @@ class _Repository:
                         inner.append(self.record("binding", path, f"{container}.{name}", headers, node, method_of=method_of))
             found = inner
         for written, write in self.writes().get(path, []):  # a write to it, into it (GCN.forward.__code__) or to all of it
-            if written == qualname or written.startswith(f"{qualname}.") or qualname.startswith(f"{written}."):
+            if written in (qualname, "*") or written.startswith(f"{qualname}.") or qualname.startswith(f"{written}."):
                 found.append(write)
+        if self.unsearched:  # a write to it may hide there
+            more = f" (and {len(self.unsearched) - 1} more files)" if len(self.unsearched) > 1 else ""
+            raise ProtectionError(f"{self.unsearched[0]}{more}")
         found += [write for written, write in self.writes().get("*", []) if written in (parts[0], "*")]
         return list(dict.fromkeys(found))
 
@@ -585,15 +712,18 @@ class _Repository:
         where = f" in {container}" if container else ""
         raise ProtectionError(f"{path} has no function or class {qualname!r} (found{where}: {', '.join(found) or 'none'})")
 
-    def through(self, target: _ModuleRef | _Definition, attributes: Chain) -> Iterator[Symbol]:
-        """What an import target leads to by attribute access: `U.accuracy` after `import pkg.utils as U`."""
+    def through(self, target: _ModuleRef | _Definition, attributes: Chain, *, written: bool = False) -> Iterator[Symbol]:
+        """What an import target leads to by attribute access: `U.accuracy` after `import pkg.utils as U`; for
+        a write to a module itself (`setattr(utils, name, f)`), all of its files ("*")."""
         if isinstance(target, _Definition):
             yield target.path, ".".join([target.qualname, *attributes])
         elif attributes:
             if file := self.module_file(target.key):
-                yield from self.through(_Definition(file, attributes[0]), attributes[1:])
+                yield from self.through(_Definition(file, attributes[0]), attributes[1:], written=written)
             if self.module_exists(submodule := _join(target.key, attributes[0])):
-                yield from self.through(_ModuleRef(submodule), attributes[1:])
+                yield from self.through(_ModuleRef(submodule), attributes[1:], written=written)
+        elif written:
+            yield from ((path, "*") for path in self.sources if path == f"{target.key}.py" or path.startswith(f"{target.key}/"))
 
     def resolve(self, path: str, chain: Chain) -> Iterator[Symbol]:
         """The definitions a chain read in path may denote: the name in that module, and where its imports lead."""
@@ -602,39 +732,52 @@ class _Repository:
             for target in record.targets:
                 yield from ((file, qualname.split(".")[0]) for file, qualname in self.through(target, chain[1:]))
 
-    def written(self, path: str, chain: Chain, seen: frozenset[str] = frozenset()) -> Iterator[Symbol]:
-        """What a write through chain in path changes, through imports and module-level aliases."""
-        yield path, ".".join(chain)
-        for record in self.module(path).bindings_of(chain[0]):
-            for target in record.targets:
-                yield from self.through(target, chain[1:])
-            alias = record.node.value if isinstance(record.node, ast.Assign) and len(record.node.targets) == 1 else None
-            source = _read_chain(alias) if alias is not None else None
-            if source and source[0] not in seen:  # `u = utils` then `u.accuracy = f`
-                yield from self.written(path, (*source, *chain[1:]), seen | {chain[0]})
+    def written(self, path: str, chain: Chain) -> Iterator[Symbol]:
+        """What a write through chain in path changes, through imports and module-level aliases: after `u = utils`
+        one to u.accuracy is one to utils.accuracy, after `for L in (labels,)` one to L[i] is one to labels."""
+        pending, followed = [chain], dict[str, Chain]()  # name -> the attributes followed through it
+        while pending:
+            name, attributes = pending[-1][0], pending.pop()[1:]
+            if name in followed:
+                if attributes[: len(followed[name])] == followed[name]:
+                    continue  # a write to it, or to all of it, is followed already
+                attributes = ()  # reached a second way: follow all of it, which ends the search
+            followed[name] = attributes
+            yield path, ".".join((name, *attributes))
+            for record in self.module(path).bindings_of(name):
+                for target in record.targets:
+                    yield from self.through(target, attributes, written=True)
+                pending += [(*source, *attributes) if exact else source for source, exact in record.aliases]
 
     def writes(self) -> dict[str, list[tuple[str, _Record]]]:
-        """Writes through names anywhere in the repository: by file written to, (qualname written, write)."""
+        """Writes through names anywhere in the repository: by file written to, (qualname written, write).
+        A file that cannot be parsed or searched is left out where the baseline has it as it is (such a file
+        cannot be imported, or was trusted when the digests were made); otherwise it is in `unsearched`."""
         if self.write_index is None:
             self.write_index = defaultdict(list)
             for path in sorted(self.sources):
                 try:
-                    tree = self.module(path).tree
-                except ProtectionError:
-                    continue  # a file that does not parse cannot be imported either
-                for chain, statement, shadowed, local_imports in self.parses.writes(tree):
-                    write = _Record("write", path, ".".join(chain), statement, shadowed=shadowed, label=f"write in {path}")
-                    # `builtins.len = f` changes `len` in every module; `__builtins__[name] = f` any name
-                    if chain[0] in ("builtins", "__builtins__"):
-                        written: Iterable[Symbol] = [("*", ".".join(chain[1:2]) or "*")]
-                    elif local_imports:
-                        targets = (target for imported in local_imports for target in self.import_targets(path, imported, chain[0]))
-                        written = [symbol for target in targets for symbol in self.through(target, chain[1:])]
-                    else:
-                        written = self.written(path, chain)
-                    for written_path, qualname in dict.fromkeys(written):
-                        self.write_index[written_path].append((qualname, write))
+                    found = list(self.file_writes(path))
+                except (ProtectionError, *_PATHOLOGICAL) as error:
+                    if self.baseline is not None and self.baseline.get(path) != self.sources[path]:
+                        self.unsearched.append(str(error) if isinstance(error, ProtectionError) else f"{path} could not be searched for writes: {_failure(error)}")
+                    continue
+                for written_path, qualname, write in found:
+                    self.write_index[written_path].append((qualname, write))
         return self.write_index
+
+    def file_writes(self, path: str) -> Iterator[tuple[str, str, _Record]]:
+        for chain, statement, shadowed, local_imports in self.parses.writes(path, self.module(path).tree):
+            write = _Record("write", path, ".".join(chain), statement, shadowed=shadowed, label=f"write in {path}")
+            # `builtins.len = f` changes `len` in every module; `__builtins__[name] = f` any name
+            if chain[0] in ("builtins", "__builtins__"):
+                written: Iterable[Symbol] = [("*", ".".join(chain[1:2]) or "*")]
+            elif local_imports:
+                targets = (target for imported in local_imports for target in self.import_targets(path, imported, chain[0]))
+                written = [symbol for target in targets for symbol in self.through(target, chain[1:], written=True)]
+            else:
+                written = self.written(path, chain)
+            yield from ((written_path, qualname, write) for written_path, qualname in dict.fromkeys(written))
 
     def dependencies(self, records: list[_Record]) -> Iterator[Symbol]:
         for record in records:
