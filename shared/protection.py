@@ -8,11 +8,21 @@ A symbol is a name bound in a module, or (dotted) in a class or function body. I
 source order, every binding of the name in that scope (`def`, `class`, assignment, import, star import,
 `for`/`with`/`except` target, `global` write in a function), each with the `if`/`for`/`try` headers that
 decide whether it runs; and every write through the name anywhere in the repository: `utils.accuracy = f`,
-`GCN.forward = f`, `labels[idx] = 0`, `del X.y`, `setattr(utils, "accuracy", f)`, also through a
-module-level alias `u = utils` or an import inside a function, and `builtins.len = f` for every `len`. So a second `def test()`, a later
-`test = ...`, a rebound constant or a monkey-patch from another module changes a digest although
-`def test()` did not. An import's digest names the files it resolves to, so a new `utils/__init__.py`
-beside `utils.py` is a change.
+`GCN.forward = f`, `labels[idx] = 0`, `del X.y`, `setattr(utils, "accuracy", f)`, `object.__setattr__(...)`,
+`type.__setattr__(...)`, a write through its namespace (`utils.__dict__[k] = f`, `vars(utils).update(...)`:
+a write to all of utils), and `builtins.len = f` for every `len`. A write counts for every name its base
+mentions, not only the root: `[labels][0][i] = 0`, `labels.view(-1)[i] = 0`, `(u := utils).accuracy = f`,
+`a[labels][i] = 0` write to labels or utils. Writes are followed through an import inside a function and
+through module-level aliases bound any way: `u = utils`, `u: T = v = utils` alias utils exactly, and any
+other binding makes the name part of whatever its value mentions (`for L in (labels,)`, `(L,) = (labels,)`,
+`with nullcontext(labels) as L`, `L = labels.view(-1)`). This errs towards a change: after
+`optimizer = Adam(model.parameters())`, `optimizer.param_groups[0]["lr"] = lr` is a write to model. So a
+second `def test()`, a later `test = ...`, a rebound constant or a monkey-patch from another module changes
+a digest although `def test()` did not. An import's digest names the files it resolves to, so a new
+`utils/__init__.py` beside `utils.py` is a change.
+
+Read files with `decode_source`, as the interpreter does: a `# coding: raw_unicode_escape` line turns a
+`\\u000a` inside a comment into a new line of code.
 
 Code is hashed as its AST without positions, leaving out fields that are None or empty (the empty fields
 a newer Python adds do not matter): reformatting and comments never change a digest; any change to what
@@ -28,16 +38,20 @@ covered with its whole definition: if `test()` reads a module-level `model`, the
 
 Not covered (the whole-file hashes and the isolated re-run of the evaluation are there for these):
 - mutation by calling a method: `idx_test.resize_(10)`, `labels.fill_(0)`, `parser.add_argument(...)`;
-- dynamic access: `globals()["test"] = f`, `vars(utils)`, `sys.modules["utils"].accuracy = f`, `exec`,
-  `importlib`, `setattr` with a computed name (that is counted as a write to the whole object);
-- aliases assigned inside functions (`u = utils; u.accuracy = f` in a body), objects functions return;
+- dynamic access: `globals()["test"] = f`, `sys.modules["utils"].accuracy = f`, `exec`, `importlib`,
+  `setattr` under another name (`s = setattr`); `setattr` with a computed name is a write to all the object;
+- aliases assigned inside functions (`u = utils; u.accuracy = f` in a body), objects functions return
+  (`get()[i] = 0` where `get` returns labels), objects stored into a container and written through it
+  later (`box["x"] = labels; box["x"][i] = 0`, `box.append(labels)`);
 - patching code outside the repository: `torch.Tensor.sum = f`, `sys.stdout = f`, `.pth` files;
 - whether and how the protected function is called: dropping the call to `test()` and printing a number
   changes only the caller, which protecting the caller (or the file) covers;
 - `sys.path` edits, and an entry script in another folder than the module that imports;
 - subclasses overriding a protected method, and objects of other classes handed to protected code;
-- files this interpreter cannot parse: left out of the search for writes (they cannot be imported
-  either), an error when protected code needs them. Compute and check digests with the same Python.
+- files this interpreter cannot parse or walk (a syntax error, or code too deep or too large: RecursionError,
+  MemoryError) where the patch left them as they were: left out of the search for writes. One that the patch
+  added or changed counts as a change to every protected symbol, and one that protected code needs is a
+  ProtectionError. Compute and check digests with the same Python.
 """
 
 from __future__ import annotations
@@ -692,13 +706,14 @@ class _Repository:
                         method_of = owner if isinstance(node, _FUNCTIONS) else None
                         inner.append(self.record("binding", path, f"{container}.{name}", headers, node, method_of=method_of))
             found = inner
-        for written, write in self.writes().get(path, []):  # a write to it, into it (GCN.forward.__code__) or to all of it
-            if written in (qualname, "*") or written.startswith(f"{qualname}.") or qualname.startswith(f"{written}."):
-                found.append(write)
+        writes = self.writes()
         if self.unsearched:  # a write to it may hide there
             more = f" (and {len(self.unsearched) - 1} more files)" if len(self.unsearched) > 1 else ""
             raise ProtectionError(f"{self.unsearched[0]}{more}")
-        found += [write for written, write in self.writes().get("*", []) if written in (parts[0], "*")]
+        for written, write in writes.get(path, []):  # a write to it, into it (GCN.forward.__code__), to all of it or all its file
+            if written in (qualname, "*") or written.startswith(f"{qualname}.") or qualname.startswith(f"{written}."):
+                found.append(write)
+        found += [write for written, write in writes.get("*", []) if written in (parts[0], "*")]
         return list(dict.fromkeys(found))
 
     def require(self, path: str, qualname: str) -> None:
@@ -735,9 +750,11 @@ class _Repository:
     def written(self, path: str, chain: Chain) -> Iterator[Symbol]:
         """What a write through chain in path changes, through imports and module-level aliases: after `u = utils`
         one to u.accuracy is one to utils.accuracy, after `for L in (labels,)` one to L[i] is one to labels."""
-        pending, followed = [chain], dict[str, Chain]()  # name -> the attributes followed through it
+        pending = [chain]
+        followed: dict[str, Chain] = {}  # name -> the attributes followed through it
         while pending:
-            name, attributes = pending[-1][0], pending.pop()[1:]
+            chain = pending.pop()
+            name, attributes = chain[0], chain[1:]
             if name in followed:
                 if attributes[: len(followed[name])] == followed[name]:
                     continue  # a write to it, or to all of it, is followed already

@@ -3,6 +3,7 @@ edit to what the protected code computes, however it is dressed up, goes unnotic
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.protection import ProtectionError, changed_symbols, covered_files, describe, split_entry, symbol_digests
+from shared.protection import ProtectionError, changed_symbols, covered_files, decode_source, describe, split_entry, symbol_digests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -310,6 +311,41 @@ def test_a_binding_or_write_that_changes_what_test_computes_is_caught(path: str,
     assert caught in changes(appended(PYGCN, path, code))
 
 
+FAKE = "lambda output, labels: 0.99"
+
+
+@pytest.mark.parametrize(
+    ("code", "caught"),
+    [
+        # an alias bound any way: annotated, chained, by walrus, as a loop target, by unpacking, by `with`
+        (f"import utils\nu: object = utils\nu.accuracy = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nu = v = utils\nu.accuracy = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\n(u := utils).accuracy = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nfor u in [utils]:\n    u.accuracy = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        ("(L,) = (labels,)\nL[idx_test] = preds\n", "pygcn/train.py::labels"),
+        ("for L in (labels,):\n    L[idx_test] = 0\n", "pygcn/train.py::labels"),
+        ("from contextlib import nullcontext\nwith nullcontext(labels) as L:\n    L[idx_test] = 0\n", "pygcn/train.py::labels"),
+        ("L = labels.view(-1)\nL[idx_test] = 0\n", "pygcn/train.py::labels"),
+        # a write whose base mentions it anywhere, not only as its root, at module scope or in a function
+        ("[labels][0][idx_test] = 0\n", "pygcn/train.py::labels"),
+        ("def leak():\n    labels.view(-1)[idx_test] = 0\n", "pygcn/train.py::labels"),
+        (f"import utils\nsetattr([utils][0], 'accuracy', {FAKE})\n", "pygcn/utils.py::accuracy"),
+        (f"def register():\n    import utils\n    (u := utils).accuracy = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        # a write through the namespace of a module is one to the module
+        (f"import utils\nutils.__dict__['accuracy'] = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nnamespace = utils.__dict__\nnamespace['accuracy'] = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nutils.__dict__.update(accuracy={FAKE})\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nvars(utils)['accuracy'] = {FAKE}\n", "pygcn/utils.py::accuracy"),
+        # setattr by its dunder, bound or unbound
+        (f"import utils\nobject.__setattr__(utils, 'accuracy', {FAKE})\n", "pygcn/utils.py::accuracy"),
+        (f"import utils\nutils.__setattr__('accuracy', {FAKE})\n", "pygcn/utils.py::accuracy"),
+        ("from models import GCN\ntype.__setattr__(GCN, 'forward', lambda self, x, adj: x)\n", "pygcn/models.py::GCN"),
+    ],
+)
+def test_a_write_through_any_alias_or_expression_that_names_it_is_caught(code: str, caught: str) -> None:
+    assert changes(appended(PYGCN, "pygcn/train.py", code))[caught] == "a new write of it in pygcn/train.py"
+
+
 def test_the_reason_names_the_new_binding_and_where_it_is() -> None:
     assert changes(appended(PYGCN, "pygcn/train.py", "def test():\n    pass\n"))[TEST] == "a new binding of it in pygcn/train.py"
     found = changes(appended(PYGCN, "pygcn/train.py", "import utils\nutils.accuracy = print\n"))
@@ -328,6 +364,29 @@ def test_deleting_the_protected_function_or_breaking_its_file_is_caught() -> Non
     broken = changes({**PYGCN, "pygcn/utils.py": UTILS + "\ndef oops(:\n"})
     assert broken["pygcn/utils.py::accuracy"] == f"pygcn/utils.py does not parse: line {UTILS.count(chr(10)) + 2}: invalid syntax"
     assert "is not a Python file" in changes({key: value for key, value in PYGCN.items() if key != "pygcn/utils.py"})["pygcn/utils.py::accuracy"]
+
+
+ACC_TEST = "    acc_test = accuracy(output[idx_test], labels[idx_test])\n"
+
+
+@pytest.mark.parametrize("codec", ["raw_unicode_escape", "unicode_escape"])
+def test_source_is_read_in_the_encoding_it_declares(codec: str) -> None:
+    # `\\u000a` in a comment is a new line to Python, which reads the file in the codec line 1 declares
+    hidden = ACC_TEST + "    # keep the metric as it is \\u000a    acc_test = 0.99 + 0 * acc_test\n"
+    attacked = f"# coding: {codec}\n{TRAIN.replace(ACC_TEST, hidden)}".encode()
+    assert changes({**PYGCN, "pygcn/train.py": attacked.decode()}) == {}  # read as UTF-8 it is a comment
+    assert ast.dump(ast.parse(decode_source(attacked))) == ast.dump(ast.parse(attacked))  # as the interpreter reads it
+    before = {**PYGCN, "pygcn/train.py": decode_source(TRAIN.encode())}
+    after = {**PYGCN, "pygcn/train.py": decode_source(attacked)}
+    assert dict(changed_symbols(before, after, symbol_digests(before, [TEST]))) == {TEST: "its code changed in pygcn/train.py"}
+
+
+def test_source_in_an_unknown_or_wrong_encoding_is_read_as_utf8_with_replacement() -> None:
+    assert decode_source("\ufeffx = 'é'\n".encode()) == "x = 'é'\n"
+    assert decode_source("# -*- coding: latin-1 -*-\nx = 'é'\n".encode("latin-1")) == "# -*- coding: latin-1 -*-\nx = 'é'\n"
+    assert decode_source(b"# coding: no-such-codec\nx = '\xff'\n") == "# coding: no-such-codec\nx = '\ufffd'\n"
+    assert decode_source(b"# coding: hex\nx = 1\n") == "# coding: hex\nx = 1\n"  # not a text encoding
+    assert decode_source(b"x = '\xff'\n") == "x = '\ufffd'\n"
 
 
 # ---------------------------------------------------------------- classes and methods
@@ -423,6 +482,37 @@ def test_a_file_that_does_not_parse_is_an_error_with_its_line() -> None:
     # an unrelated file that does not parse (a Python 2 script) does not stop protection
     legacy = {**PYGCN, "tools/convert.py": "print 'converting'\n"}
     assert symbol_digests(legacy, [TEST]) == symbol_digests(PYGCN, [TEST])
+
+
+DEEP = {
+    "MemoryError": "x = " + "-" * 6000 + "1\n",
+    "RecursionError": "x = " + "+".join(["a"] * 3000) + "\n",
+}
+
+
+@pytest.mark.parametrize("error", sorted(DEEP))
+def test_code_too_deep_to_parse_counts_as_a_change_and_never_crashes(error: str) -> None:
+    # a new file that the interpreter's parser gives up on could hide a write: every symbol counts as changed
+    found = changes({**PYGCN, "pygcn/helper_mod.py": DEEP[error]})
+    assert set(found) == set(symbol_digests(PYGCN, [TEST]))
+    assert all(why.startswith(f"pygcn/helper_mod.py could not be parsed: {error}") for why in found.values())
+    # one that was there when the digests were made, and is still as it was, is left out as before
+    legacy = {**PYGCN, "tools/generated.py": DEEP[error]}
+    assert symbol_digests(legacy, [TEST]) == symbol_digests(PYGCN, [TEST])
+    assert changed_symbols(legacy, legacy, symbol_digests(legacy, [TEST])) == []
+    # a file the protected code needs is an error when digests are made, and a change when they are checked
+    needed = {**PYGCN, "pygcn/utils.py": UTILS + DEEP[error]}
+    with pytest.raises(ProtectionError, match=f"pygcn/utils.py could not be parsed: {error}"):
+        symbol_digests(needed, [TEST])
+    assert changes(needed)["pygcn/utils.py::accuracy"].startswith(f"pygcn/utils.py could not be parsed: {error}")
+
+
+def test_a_protected_definition_too_deep_to_walk_is_an_error_and_a_change() -> None:
+    deep = patched(PYGCN, "pygcn/train.py", "    model.eval()\n", "    model.eval()\n    x = " + "+".join(["1"] * 900) + "\n")
+    ast.parse(deep["pygcn/train.py"])  # Python parses it; walking its tree recursively does not
+    with pytest.raises(ProtectionError, match=r"`test` in pygcn/train.py could not be read: RecursionError"):
+        symbol_digests(deep, [TEST])
+    assert changes(deep)[TEST].startswith("`test` in pygcn/train.py could not be read: RecursionError")
 
 
 def test_file_entries_are_left_to_the_file_hashes() -> None:
