@@ -74,7 +74,8 @@ class ParameterSpec(BaseModel):
 
     def admits(self, value: Any) -> bool:
         if self.type == "categorical":
-            return value in (self.choices or [])
+            # True == 1 in Python; a choice of 1 does not admit True, nor a choice of False admit 0
+            return any(value == choice and isinstance(value, bool) == isinstance(choice, bool) for choice in self.choices or [])
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
         if self.type == "int" and not float(value).is_integer():

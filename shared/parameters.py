@@ -288,6 +288,23 @@ def _simple_commands(command: str) -> list[list[_Token]]:
     return [words for words in commands if words]
 
 
+def _program_of_last_pipeline(command: str) -> list[_Token]:
+    """Where an absent flag goes: the first command of the last pipeline, so that in
+    `cd src && python train.py | tee log` it reaches `python train.py`, not `tee`."""
+    arguments = {token.start for words in _simple_commands(command) for token in words}  # not redirections
+    pipelines: list[list[list[_Token]]] = [[[]]]
+    for token in _tokens(command):
+        if token.operator and not _is_redirection(token):
+            if token.text == "|":
+                pipelines[-1].append([])
+            else:
+                pipelines.append([[]])
+        elif token.start in arguments:
+            pipelines[-1][-1].append(token)
+    last = next(pipeline for pipeline in reversed(pipelines) if any(pipeline))
+    return next(words for words in last if words)
+
+
 def _is_redirection(token: _Token) -> bool:
     return token.operator and (token.text[0] in "<>" or token.text.startswith("&>"))
 
@@ -336,7 +353,7 @@ def _apply_flag(command: str, flag: str, switch: bool, name: str, value: Any) ->
             end = taken[-1].end if taken else token.end
             edits.append((token.start, end, " ".join([flag, *words])))
     if not found and (value or not switch):
-        end = commands[-1][-1].end
+        end = _program_of_last_pipeline(command)[-1].end
         edits.append((end, end, " " + " ".join([flag, *words])))
     for start, end, replacement in sorted(edits, reverse=True):
         command = command[:start] + replacement + command[end:]

@@ -207,6 +207,12 @@ def test_absent_flag_goes_to_the_last_command_of_a_chain_before_its_redirection(
     assert applied.command == "python prep.py --root data && python train.py --dataset cora --lr 0.005 > logs/train.log 2>&1"
 
 
+def test_absent_flag_goes_to_the_program_of_a_pipeline_not_to_the_tee_after_it() -> None:
+    command = "cd src && python train.py --dataset cora 2>&1 | tee -a logs/train.log"
+    applied = apply({}, {"lr": 0.005}, {"lr": Application(flag="--lr")}, command=command)
+    assert applied.command == "cd src && python train.py --dataset cora --lr 0.005 2>&1 | tee -a logs/train.log"
+
+
 def test_flag_present_in_several_commands_is_replaced_in_each() -> None:
     command = "python train.py --seed 0 --lr 0.1; python evaluate.py --lr=0.1 | tee out.txt"
     applied = apply({}, {"lr": 0.2}, {"lr": Application(flag="--lr")}, command=command)

@@ -851,3 +851,10 @@ def test_a_code_change_is_refused_where_the_training_prints_its_own_metrics() ->
     cleared, rule, evidence = audit_idea(objective, PROTECTED, Idea(idea_id="r1-0", params={}, patch=patch, kind="CODE"))
     assert (cleared, rule) == (False, "R2") and "evaluation command of its own" in evidence["reason"]
     assert audit_idea(objective, PROTECTED, Idea(idea_id="r1-1", params={"learning_rate": 0.02}))[0]  # parameters still may
+
+
+def test_a_categorical_choice_admits_its_own_type_only() -> None:
+    spec = ParameterSpec(type="categorical", choices=[0, 1, "relu"], baseline=1)
+    assert spec.admits(1) and spec.admits("relu")
+    assert not spec.admits(True) and not spec.admits(False)
+    assert ParameterSpec(type="categorical", choices=[True, False], baseline=True).admits(False)
