@@ -70,6 +70,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 SEPARATOR = "::"
+# The repository's Python files that protected definitions are followed through, by both the
+# supervisor (recording digests) and the runners (checking them): the first MAX_SOURCE_FILES in
+# path order, none larger than MAX_SOURCE_BYTES (larger files are generated code or data).
+MAX_SOURCE_FILES = 2000
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
 DIGEST_VERSION = "protection/1"
 
 Symbol = tuple[str, str]  # (path, qualname)

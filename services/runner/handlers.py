@@ -43,7 +43,7 @@ from services.runner.results import JobResults
 from shared.brain import failure_signature
 from shared.metrics import MetricsError, extract_metrics
 from shared.parameters import Applied, ParameterApplyError, apply_parameters
-from shared.protection import changed_symbols, decode_source
+from shared.protection import MAX_SOURCE_BYTES, MAX_SOURCE_FILES, changed_symbols, decode_source
 from shared.contracts import CampaignCompleted, JobCompleted, JobFailed, JobStarted, MessageRejected, Telemetry, WorkItem
 from shared.history import StoredMessage, admitted_event
 from shared.runtime import ServiceRuntime
@@ -281,11 +281,11 @@ class Runner:
                 if not patch:
                     continue
                 (workspace / ".autosota.patch").write_text(patch)
-                applied = await run("git apply --whitespace=nowarn .autosota.patch && rm .autosota.patch", workspace, host_env, PREPARE_LIMITS)
-                if not applied.ok:
-                    return failed(item, self.name, "prepare", f"the {label} patch does not apply", failure_signature(applied.output_tail), applied.exit_code, applied.output_tail, applied.duration_seconds)
+                patched = await run("git apply --whitespace=nowarn .autosota.patch && rm .autosota.patch", workspace, host_env, PREPARE_LIMITS)
+                if not patched.ok:
+                    return failed(item, self.name, "prepare", f"the {label} patch does not apply", failure_signature(patched.output_tail), patched.exit_code, patched.output_tail, patched.duration_seconds)
             try:
-                applied = await asyncio.to_thread(apply_item_parameters, workspace, item)
+                parameters = await asyncio.to_thread(apply_item_parameters, workspace, item)
             except ParameterApplyError as error:
                 return failed(item, self.name, "prepare", f"a parameter could not be applied: {error}", "parameter-unappliable", None, "", 0.0)
             (workspace / PARAMS_FILE).write_text(params_document(item))
@@ -296,14 +296,14 @@ class Runner:
                 except (OSError, ValueError) as error:
                     return failed(item, self.name, "prepare", f"canary could not be planted: {error}", "canary-unplantable", None, "", 0.0)
             view = self.sandbox.workspace_view(workspace)
-            env = {**applied.env, "AUTOSOTA_PARAMS": str(view / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(view.parent)}
+            env = {**parameters.env, "AUTOSOTA_PARAMS": str(view / PARAMS_FILE), "GIT_CEILING_DIRECTORIES": str(view.parent)}
             factor = manifest.timeout_factor if manifest else 1.0
             memory = self.runtime.settings.runner_memory_bytes or None
             limits = Limits(wall_seconds=item.timeout_seconds * factor, memory_bytes=memory, cpus=self.capacity.job_cpus or None, gpu_devices=gpus, processes=self.runtime.settings.runner_job_processes)
             isolation = Isolation(network=False, read_only=tuple(item.protected_paths))
             environment_bin = self._environment_bin(item)
             sink = self._log_sink(item)
-            trained = await self.sandbox.run(applied.command, workspace, environment_bin, env, limits, isolation, sink)
+            trained = await self.sandbox.run(parameters.command, workspace, environment_bin, env, limits, isolation, sink)
             spent += trained.duration_seconds
             if not trained.ok:
                 return failed(item, self.name, "train", _why(trained, limits), failure_signature(trained.output_tail), trained.exit_code, trained.output_tail, spent)
@@ -325,8 +325,7 @@ class Runner:
                 return failed(item, self.name, "metrics", f"reading the metrics took more than {METRICS_SECONDS:g} s; simplify the card's patterns", "metrics-too-slow", 0, evaluated.output_tail, spent)
             hashes = await asyncio.to_thread(hash_paths, workspace, item.protected_paths)
             changed = await asyncio.to_thread(changed_protected_code, workspace, shipped, item.protected_symbols) if item.protected_symbols else {}
-
-            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, applied, changed)
+            return completed(item, self.name, metrics, hashes, spent, evaluated.output_tail, canary_sha256, parameters, changed)
         finally:
             await asyncio.to_thread(shutil.rmtree, workspace, ignore_errors=True)
 
@@ -431,12 +430,6 @@ def _plant_canary(workspace: Path, item: WorkItem) -> str:
     return sha256_file(target)
 
 
-# What the runner reads to check protected definitions: the repository's Python files, as the
-# supervisor read them to record their digests.
-MAX_SOURCE_FILES = 2000
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
-
-
 def python_sources(workspace: Path) -> dict[str, str]:
     """The workspace's Python files by relative path (in path order, the first MAX_SOURCE_FILES)."""
     root = workspace.resolve()
@@ -473,13 +466,10 @@ def apply_item_parameters(workspace: Path, item: WorkItem) -> Applied:
     values, applications = dict(item.params), dict(item.applications)
     if item.seed_application is not None:
         values["seed"], applications["seed"] = item.seed, item.seed_application
-    read = workspace_reader(workspace, CONFIG_FILE_LIMIT)
+    read = workspace_reader(workspace, CONFIG_FILE_LIMIT, "config file", ParameterApplyError)
 
     def read_config(path: str) -> bytes:
-        try:
-            data = read(path)
-        except MetricsError as error:  # the reader's own refusal of a huge file
-            raise ParameterApplyError(str(error).replace("a results file", "a config file")) from None
+        data = read(path)
         if data is None:
             raise ParameterApplyError(f"{path} is not a file in the workspace")
         return data
@@ -508,9 +498,9 @@ CONFIG_FILE_LIMIT = 4 * 1024 * 1024
 METRICS_SECONDS = 20.0
 
 
-def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callable[[str], bytes | None]:
-    """Reads a results file the evaluation wrote, never outside the workspace: a symbolic link
-    out of it, or a file larger than the limit, reads as absent or as an error."""
+def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT, kind: str = "results file", too_large: type[Exception] = MetricsError) -> Callable[[str], bytes | None]:
+    """Reads a file of the workspace, never outside it: a symbolic link out of it reads as absent,
+    a file larger than the limit raises the caller's error."""
     root = workspace.resolve()
 
     def read(path: str) -> bytes | None:
@@ -521,7 +511,7 @@ def workspace_reader(workspace: Path, limit: int = RESULTS_FILE_LIMIT) -> Callab
         if not target.is_relative_to(root) or not target.is_file():
             return None
         if target.stat().st_size > limit:
-            raise MetricsError(f"the results file {path} is {target.stat().st_size} bytes, more than the {limit} a results file may have")
+            raise too_large(f"the {kind} {path} is {target.stat().st_size} bytes, more than the {limit} a {kind} may have")
         return target.read_bytes()
 
     return read

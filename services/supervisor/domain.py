@@ -53,7 +53,7 @@ from services.supervisor.patches import (
     string_literals,
 )
 from services.supervisor.statistics import mean, welch_one_sided
-from shared.protection import symbol_digests
+from shared.protection import MAX_SOURCE_FILES, symbol_digests
 from shared.contracts import (
     Arm,
     BaselineRequested,
@@ -209,11 +209,6 @@ def fold(state: SupervisorState, event: Event) -> SupervisorState:
 def protected_snapshot_files(files: dict[str, str], protected_entries: list[str]) -> dict[str, str]:
     """Every snapshot file under a protected path, with the hash it must keep."""
     return {path: digest for path, digest in sorted(files.items()) if is_protected(protected_entries, path)}
-
-
-# The repository's Python files read to follow protected definitions; a larger repository is
-# followed through its first files in path order and the rest stay covered by file hashes only.
-MAX_SOURCE_FILES = 2000
 
 
 def protected_sources_needed(state: SupervisorState) -> list[str]:

@@ -30,13 +30,10 @@ from shared.contracts import (
     ResourcesPrepared,
 )
 from shared.runtime import Context, Outgoing, Output, ServiceRuntime
-from shared.protection import decode_source
+from shared.protection import MAX_SOURCE_BYTES, decode_source
 from shared.workspace import read_members
 
 log = logging.getLogger("autosota.supervisor")
-
-# A source file larger than this is generated code or data, not what a protected definition calls.
-MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 CONSUMED = (
     "CampaignStarted, ResourcesPrepared, ObjectiveSet, BaselineRequested, ExperimentDispatched, IdeasProposed, "
